@@ -1,0 +1,90 @@
+"""Datasets that carry per-item multi-modal feature tables next to RecBole's interaction data.
+
+``MultiModalSequentialDataset`` (pre-split ``benchmark_filename`` files with ``item_id_list``, or a
+plain ``.inter`` that RecBole augments and splits itself) and ``MultiModalDataset`` (user-item) attach,
+after RecBole has remapped every token, one :class:`ItemFeatures` per configured modality in
+``dataset.mm_features``. Models copy the tables onto their device once (see
+:class:`recbole_mm.model.layers.ItemFeatureBank`); batches carry item ids only.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from recbole.data.dataset import Dataset, SequentialDataset
+from recbole.data.interaction import Interaction
+
+from recbole_mm.data.features import assemble_table, feature_specs, field_rows, gather_file_rows
+from recbole_mm.errors import FeatureFileError
+
+
+@dataclass
+class ItemFeatures:
+    """One modality's table, aligned to internal item ids.
+
+    Attributes:
+        table: ``[n_items, dim]`` float32; row 0 (``[PAD]``) is zero.
+        present: ``[n_items]`` bool; False where the row is all zero (PAD, or the modality is missing).
+        source: the file or field the table was read from.
+    """
+
+    table: torch.Tensor
+    present: torch.Tensor
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return self.table.shape[1]
+
+
+class MultiModalFeaturesMixin:
+    """Builds ``self.mm_features`` from the config's ``mm_features`` / ``modalities``."""
+
+    def _attach_mm_features(self):
+        self.mm_features = {}
+        item_tokens = np.asarray(self.field2id_token[self.iid_field][1:], dtype=object)
+        for spec in feature_specs(self.config):
+            if spec.field is None:
+                rows = gather_file_rows(spec, self.dataset_path, self.dataset_name, item_tokens)
+                source = os.path.join(self.dataset_path, f"{self.dataset_name}.{spec.suffix}")
+            else:
+                rows = self._float_seq_rows(spec)
+                source = f"{self.dataset_name}.item:{spec.field}"
+            table, present = assemble_table(rows)
+            self.mm_features[spec.name] = ItemFeatures(torch.from_numpy(table), torch.from_numpy(present), source)
+            self.logger.info(
+                f"modality [{spec.name}]: {table.shape[0] - 1} items x {table.shape[1]} from {source}, "
+                f"{int(present[1:].sum())} present, {int((~present[1:]).sum())} missing (zero rows)"
+            )
+
+    def _float_seq_rows(self, spec):
+        where = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
+        if not isinstance(self.item_feat, Interaction) or spec.field not in self.item_feat.columns:
+            loaded = [] if self.item_feat is None else list(self.item_feat.columns)
+            raise FeatureFileError(
+                f"{where}: mm_features.{spec.name} reads field '{spec.field}', which is not loaded "
+                f"(loaded item fields: {loaded}); add it to load_col: item"
+            )
+        values = self.item_feat[spec.field].numpy().astype(np.float32)
+        ids = self.item_feat[self.iid_field].numpy()
+        rows = field_rows(spec, ids, values, self.item_num, where)
+        # The table now lives with the model; drop the column so batches do not join it per row.
+        self._del_col(self.item_feat, spec.field)
+        return rows
+
+
+class MultiModalDataset(MultiModalFeaturesMixin, Dataset):
+    """RecBole ``Dataset`` (user-item) with ``mm_features``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._attach_mm_features()
+
+
+class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
+    """RecBole ``SequentialDataset`` with ``mm_features``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._attach_mm_features()

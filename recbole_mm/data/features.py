@@ -1,0 +1,234 @@
+"""Per-item multi-modal feature tables, aligned to RecBole's internal item ids.
+
+A dataset offers modalities through the config key ``mm_features``::
+
+    mm_features:
+      text:  {suffix: feat1CLS, dim: 512}    # raw float32 row-major file <dataset>.feat1CLS
+      image: {suffix: image.npy}             # .npy file <dataset>.image.npy (dim from the file)
+      genre: {field: genre_emb, dim: 64}     # float_seq column of <dataset>.item
+
+and ``modalities: [text, image]`` picks the ones a run attaches (all of them when unset). MISSRec's
+key names work too: ``plm_suffix``/``plm_size`` define ``text``, ``img_suffix``/``img_size`` define
+``image`` and ``plm_suffix_aug`` defines ``text_aug``.
+
+Raw files follow the UniSRec/MISSRec layout: no header, row ``i`` belongs to the item whose token is
+the integer ``i``. With a ``<dataset>.pt_datasets`` file (comma-separated domain names) the tokens are
+``"<k>-<i>"`` and row ``i`` is read from the file of domain ``k``, ``<domain_k>.<suffix>``.
+
+Every table has row 0 (``[PAD]``) zero and a presence mask: an all-zero row means the modality is
+missing for that item. Files are memory-mapped and gathered once, vectorised; nothing is read per batch.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from recbole_mm.errors import FeatureFileError
+
+LEGACY_KEYS = {  # MISSRec / UniSRec config names -> (modality, suffix key, dim key)
+    "text": ("plm_suffix", "plm_size"),
+    "image": ("img_suffix", "img_size"),
+    "text_aug": ("plm_suffix_aug", "plm_size"),
+}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Where one modality's item features come from.
+
+    Attributes:
+        name: modality name (``text``, ``image``, ...).
+        dim: feature width; ``None`` only for ``.npy`` files, which carry their shape.
+        suffix: file suffix; ``<dataset>.<suffix>``, raw float32 unless it ends with ``.npy``.
+        field: a ``float_seq`` field of the ``.item`` file (instead of a file).
+    """
+
+    name: str
+    dim: Optional[int] = None
+    suffix: Optional[str] = None
+    field: Optional[str] = None
+
+
+def feature_specs(config) -> List[FeatureSpec]:
+    """The modalities a run attaches, from ``mm_features`` (plus MISSRec aliases) and ``modalities``.
+
+    Raises:
+        FeatureFileError: an entry is malformed, or ``modalities`` names one the dataset lacks.
+    """
+    declared = dict(config["mm_features"] or {})
+    for name, (suffix_key, dim_key) in LEGACY_KEYS.items():
+        if config[suffix_key] is not None:
+            declared[name] = {"suffix": config[suffix_key], "dim": config[dim_key]}
+    wanted = config["modalities"]
+    if wanted is None:
+        wanted = list(declared)
+    specs = []
+    for name in wanted:
+        if name not in declared:
+            raise FeatureFileError(
+                f"config key 'modalities' asks for modality '{name}', but dataset '{config['dataset']}' "
+                f"declares only {sorted(declared)} in 'mm_features'"
+            )
+        entry = declared[name]
+        if not isinstance(entry, dict) or (entry.get("suffix") is None) == (entry.get("field") is None):
+            raise FeatureFileError(
+                f"config key 'mm_features.{name}' must be a dict with exactly one of 'suffix' or 'field' "
+                f"(and 'dim'), found {entry!r}"
+            )
+        unknown = set(entry) - {"suffix", "field", "dim"}
+        if unknown:
+            raise FeatureFileError(f"config key 'mm_features.{name}' has unknown keys {sorted(unknown)}")
+        dim = entry.get("dim")
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise FeatureFileError(f"config key 'mm_features.{name}.dim' must be a positive int, found {dim!r}")
+        if dim is None and not str(entry.get("suffix", "")).endswith(".npy"):
+            raise FeatureFileError(
+                f"config key 'mm_features.{name}.dim' is required for a raw feature file or a field "
+                f"(only .npy files carry their shape), found {entry!r}"
+            )
+        specs.append(FeatureSpec(name=name, dim=dim, suffix=entry.get("suffix"), field=entry.get("field")))
+    return specs
+
+
+def open_feature_file(path: str, dim: Optional[int]) -> np.ndarray:
+    """Memory-map a feature file: raw float32 row-major (``dim`` required) or ``.npy``.
+
+    Returns:
+        array of shape ``[rows, dim]`` (float32 for raw files; ``.npy`` keep their dtype).
+
+    Raises:
+        FeatureFileError: missing file, size not a multiple of ``dim * 4``, or a ``.npy`` whose shape
+            is not 2-D or whose width disagrees with ``dim``.
+    """
+    if not os.path.isfile(path):
+        raise FeatureFileError(f"feature file {path} does not exist")
+    if path.endswith(".npy"):
+        try:
+            matrix = np.load(path, mmap_mode="r")
+        except ValueError as err:
+            raise FeatureFileError(f"feature file {path} is not a readable .npy array: {err}") from None
+        if matrix.ndim != 2:
+            raise FeatureFileError(f"feature file {path}: expected a 2-D array [items, dim], found shape {matrix.shape}")
+        if not np.issubdtype(matrix.dtype, np.floating):
+            raise FeatureFileError(f"feature file {path}: expected a float array, found dtype {matrix.dtype}")
+        if dim is not None and matrix.shape[1] != dim:
+            raise FeatureFileError(f"feature file {path}: config says dim {dim}, the file has dim {matrix.shape[1]}")
+        return matrix
+    size = os.path.getsize(path)
+    if size == 0 or size % (4 * dim) != 0:
+        raise FeatureFileError(
+            f"feature file {path}: size {size} bytes is not a positive multiple of dim * 4 = {4 * dim} "
+            f"(raw float32 rows of dim {dim}); check the dim in config"
+        )
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(size // (4 * dim), dim))
+
+
+def _parse_int_tokens(tokens: np.ndarray, what: str) -> np.ndarray:
+    """Vectorised str -> int64 conversion; the error names the first offending tokens."""
+    numbers = pd.to_numeric(pd.Series(tokens, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers)) | (numbers < 0)
+    if bad.any():
+        raise FeatureFileError(
+            f"{what}: item tokens must be non-negative integers (the row of the item in the feature file), "
+            f"found {list(tokens[bad][:5])}"
+        )
+    return numbers.astype(np.int64)
+
+
+def parse_item_rows(tokens: np.ndarray, n_domains: int = 0, what: str = "item tokens") -> Tuple[np.ndarray, np.ndarray]:
+    """Map item tokens (without ``[PAD]``) to ``(domain, row)`` arrays.
+
+    Args:
+        tokens: string tokens, shape ``[n]``.
+        n_domains: 0 for the single-domain layout (token = row); else tokens are ``"<k>-<row>"``
+            with ``0 <= k < n_domains``.
+    """
+    tokens = np.asarray(tokens, dtype=object)
+    if n_domains == 0:
+        return np.zeros(len(tokens), dtype=np.int64), _parse_int_tokens(tokens, what)
+    split = pd.Series(tokens, dtype=object).str.split("-", n=1, expand=True)
+    if split.shape[1] != 2 or split[1].isna().any():
+        bad = tokens[split[1].isna().to_numpy()] if split.shape[1] == 2 else tokens
+        raise FeatureFileError(f"{what}: multi-domain item tokens must look like '<k>-<row>', found {list(bad[:5])}")
+    domains = _parse_int_tokens(split[0].to_numpy(dtype=object), what)
+    if (domains >= n_domains).any():
+        raise FeatureFileError(
+            f"{what}: domain index out of range: the .pt_datasets file lists {n_domains} domains, "
+            f"found tokens {list(tokens[domains >= n_domains][:5])}"
+        )
+    return domains, _parse_int_tokens(split[1].to_numpy(dtype=object), what)
+
+
+def read_domains(dataset_dir: str, dataset_name: str) -> List[str]:
+    """Domain names of the multi-domain pre-training layout, or ``[]`` when there is no ``.pt_datasets``."""
+    path = os.path.join(dataset_dir, f"{dataset_name}.pt_datasets")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        domains = [d.strip() for d in f.read().strip().split(",") if d.strip()]
+    if not domains:
+        raise FeatureFileError(f"{path}: expected comma-separated domain names, found an empty file")
+    return domains
+
+
+def gather_file_rows(
+    spec: FeatureSpec, dataset_dir: str, dataset_name: str, item_tokens: np.ndarray
+) -> np.ndarray:
+    """Rows of the feature file(s) for ``item_tokens`` (``[PAD]`` excluded), float32 ``[n, dim]``."""
+    domains = read_domains(dataset_dir, dataset_name)
+    files = [f"{name}.{spec.suffix}" for name in (domains or [dataset_name])]
+    domain_of, rows = parse_item_rows(item_tokens, len(domains), what=f"{dataset_name} item_id ({spec.name})")
+    out = None
+    for k, file_name in enumerate(files):
+        selected = np.flatnonzero(domain_of == k)
+        if len(selected) == 0:
+            continue
+        path = os.path.join(dataset_dir, file_name)
+        matrix = open_feature_file(path, spec.dim)
+        if out is None:
+            out = np.zeros((len(item_tokens), matrix.shape[1]), dtype=np.float32)
+        elif matrix.shape[1] != out.shape[1]:
+            raise FeatureFileError(f"feature file {path}: dim {matrix.shape[1]}, other domains have {out.shape[1]}")
+        too_far = rows[selected] >= matrix.shape[0]
+        if too_far.any():
+            raise FeatureFileError(
+                f"feature file {path} has {matrix.shape[0]} rows, but item tokens "
+                f"{list(np.asarray(item_tokens, dtype=object)[selected[too_far]][:5])} point past its end"
+            )
+        out[selected] = matrix[rows[selected]]
+        _check_finite(out[selected], np.asarray(item_tokens, dtype=object)[selected], path)
+    if out is None:  # no items at all
+        out = np.zeros((0, spec.dim or 0), dtype=np.float32)
+    return out
+
+
+def _check_finite(values: np.ndarray, tokens: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise FeatureFileError(
+            f"{where}: NaN or inf in the feature rows of items {list(tokens[bad][:5])} "
+            f"({int(bad.sum())} item(s) in all); expected finite values (use a zero row for a missing modality)"
+        )
+
+
+def assemble_table(rows_without_pad: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Prepend the zero ``[PAD]`` row; return ``(table [n_items, dim] float32, present [n_items] bool)``."""
+    table = np.concatenate([np.zeros((1, rows_without_pad.shape[1]), np.float32), rows_without_pad], axis=0)
+    present = np.any(table != 0, axis=1)
+    return table, present
+
+
+def field_rows(spec: FeatureSpec, item_ids: np.ndarray, values: np.ndarray, n_items: int, where: str) -> np.ndarray:
+    """Scatter a ``float_seq`` column (rows keyed by internal item id) into ``[n_items - 1, dim]``."""
+    if values.ndim != 2 or values.shape[1] != spec.dim:
+        raise FeatureFileError(
+            f"{where}: field '{spec.field}' (mm_features.{spec.name}) has width "
+            f"{values.shape[1] if values.ndim == 2 else values.shape}, config says dim {spec.dim}"
+        )
+    table = np.zeros((n_items, spec.dim), dtype=np.float32)
+    table[item_ids] = values
+    _check_finite(table, np.arange(n_items), f"{where} field '{spec.field}' (internal item ids)")
+    return table[1:]

@@ -1,0 +1,136 @@
+"""Dataset creation for recbole_mm: presence and field checks first, recbole_mm datasets first, RecBole's
+as the fallback."""
+
+import importlib
+import os
+import pickle
+from logging import getLogger
+
+import pandas as pd
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.utils import ModelType
+from recbole.utils.argument_list import dataset_arguments
+
+from recbole_mm.data import ml100k_mm
+from recbole_mm.errors import DataFieldError, DatasetNotFoundError, RecBoleMMError
+from recbole_mm.utils import is_recbole_mm_model
+
+
+def check_pandas() -> None:
+    """RecBole 1.2.1 cannot load ``token_seq`` fields (``item_id_list``) under pandas 3."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        raise RecBoleMMError(
+            f"pandas {pd.__version__} is installed; RecBole 1.2.1 needs pandas<3 (under pandas 3 it cannot load "
+            f"token_seq fields such as item_id_list): pip install 'pandas>=2,<3'"
+        )
+
+
+def inter_files(config) -> list:
+    """The interaction files RecBole will read for this config."""
+    name, directory = config["dataset"], config["data_path"]
+    if config["benchmark_filename"]:
+        return [os.path.join(directory, f"{name}.{part}.inter") for part in config["benchmark_filename"]]
+    return [os.path.join(directory, f"{name}.inter")]
+
+
+def available_datasets(root: str) -> list:
+    """Dataset names under ``root`` (folders holding ``<name>.inter`` or ``<name>.train.inter``)."""
+    if not os.path.isdir(root):
+        return []
+    found = [
+        d
+        for d in sorted(os.listdir(root))
+        if any(os.path.isfile(os.path.join(root, d, f"{d}{s}")) for s in (".inter", ".train.inter"))
+    ]
+    return found
+
+
+def ensure_dataset(config) -> None:
+    """Build the demo dataset if it is asked for and missing; else check the dataset's files exist.
+
+    Raises:
+        DatasetNotFoundError: with what was looked for where, which datasets exist and how to prepare one.
+    """
+    name, directory = config["dataset"], config["data_path"]
+    root = os.path.dirname(os.path.normpath(directory))
+    if name == ml100k_mm.NAME:
+        ml100k_mm.ensure_built(root)
+    missing = [f for f in inter_files(config) if not os.path.isfile(f)]
+    if missing:
+        found = available_datasets(root)
+        raise DatasetNotFoundError(
+            f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)} "
+            f"(data_path={os.path.abspath(root)}). Datasets there: {', '.join(found) or 'none'}; always available: "
+            f"{ml100k_mm.NAME} (built on first use), ml-100k (shipped with RecBole). To prepare a dataset see "
+            f"dataset/README.md, or point --data_path at the folder that holds '{name}/'."
+        )
+    check_inter_fields(config)
+
+
+def check_inter_fields(config) -> None:
+    """Every interaction file must hold the fields ``load_col`` and the model type need."""
+    needed = list((config["load_col"] or {}).get("inter", []))
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        if config["benchmark_filename"]:
+            needed.append(config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"])
+        else:
+            needed.append(config["TIME_FIELD"])
+    for path in inter_files(config):
+        with open(path, encoding="utf-8") as f:
+            header = [col.split(":")[0] for col in f.readline().rstrip("\n").split(config["field_separator"])]
+        absent = [field for field in dict.fromkeys(needed) if field not in header]
+        if absent:
+            raise DataFieldError(
+                f"{path}: model {config['model']} needs field(s) {absent}, the file has {header} "
+                f"(check load_col and benchmark_filename in the config)"
+            )
+
+
+def _dataset_class(config):
+    module = importlib.import_module("recbole_mm.data.dataset")
+    own = getattr(module, config["model"] + "Dataset", None)
+    if own is not None:
+        return own
+    if is_recbole_mm_model(config.model_class):
+        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+            return module.MultiModalSequentialDataset
+        return module.MultiModalDataset
+    return None
+
+
+def create_dataset(config):
+    r"""Create the dataset for ``config``: ``recbole_mm.data.dataset.<Model>Dataset`` if it exists, a
+    multi-modal dataset for recbole_mm models, RecBole's ``create_dataset`` otherwise.
+
+    Like RecBole, a dataset saved at ``dataset_save_path`` (or ``checkpoint_dir/<dataset>-<Class>.pth``)
+    is reused when its dataset arguments are unchanged, and ``save_dataset: True`` saves it.
+    """
+    check_pandas()
+    ensure_dataset(config)
+    dataset_class = _dataset_class(config)
+    if dataset_class is None:
+        return recbole_create_dataset(config)
+    file = config["dataset_save_path"] or os.path.join(
+        config["checkpoint_dir"], f'{config["dataset"]}-{dataset_class.__name__}.pth'
+    )
+    if os.path.exists(file):
+        with open(file, "rb") as f:
+            dataset = pickle.load(f)
+        keys = config.parameters["Dataset"] + dataset_arguments + ["seed", "repeatable"]
+        if all(config[key] == dataset.config[key] for key in dict.fromkeys(keys)):
+            getLogger().info(f"Load filtered dataset from: [{file}]")
+            return dataset
+    dataset = dataset_class(config)
+    if config["save_dataset"]:
+        dataset.save()
+    return dataset
+
+
+def data_preparation(config, dataset):
+    r"""Split ``dataset`` and build the train/valid/test dataloaders.
+
+    RecBole's split and dataloaders serve every recbole_mm model (feature tables live on the model, so
+    batches carry item ids only); this delegates to ``recbole.data.data_preparation``.
+    """
+    return recbole_data_preparation(config, dataset)

@@ -1,0 +1,1 @@
+"""recbole_mm models."""

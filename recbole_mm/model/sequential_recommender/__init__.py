@@ -1,0 +1,1 @@
+"""Sequential multi-modal recommenders (one model per file, named after the lower-cased class)."""

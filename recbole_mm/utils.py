@@ -1,0 +1,67 @@
+"""Model and trainer lookup: recbole_mm's own modules first, RecBole's as the fallback.
+
+RecBole has no model registry (``recbole.utils.get_model`` only searches ``recbole.model``), so, like
+RecBole-GNN, recbole_mm mirrors its lookup functions. A model ``Name`` lives in
+``recbole_mm/model/<family>_recommender/<name>.py``; a trainer ``NameTrainer`` in ``recbole_mm.trainer``.
+"""
+
+import importlib
+import pkgutil
+
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_mm.errors import ModelNotFoundError
+
+MODEL_FAMILIES = ("sequential_recommender", "general_recommender")
+
+
+def _family_modules():
+    """Yield ``(family, module_name)`` for every model file recbole_mm ships."""
+    for family in MODEL_FAMILIES:
+        package = importlib.import_module(f"recbole_mm.model.{family}")
+        for info in pkgutil.iter_modules(package.__path__):
+            yield family, info.name
+
+
+def list_models() -> list:
+    """Names of the models recbole_mm provides (class names, as ``--model`` takes them)."""
+    names = []
+    for family, module_name in _family_modules():
+        module = importlib.import_module(f"recbole_mm.model.{family}.{module_name}")
+        names += [n for n in dir(module) if n.lower() == module_name and isinstance(getattr(module, n), type)]
+    return sorted(names)
+
+
+def get_model(model_name: str):
+    r"""Return the model class called ``model_name``: recbole_mm's if it has one, else RecBole's.
+
+    Raises:
+        ModelNotFoundError: no such model in either package (the message lists recbole_mm's models).
+    """
+    for family, module_name in _family_modules():
+        if module_name == model_name.lower():
+            module = importlib.import_module(f"recbole_mm.model.{family}.{module_name}")
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except ValueError:
+        raise ModelNotFoundError(
+            f"model [{model_name}] is neither a recbole_mm model ({', '.join(list_models()) or 'none yet'}) "
+            f"nor a RecBole model (names are case-sensitive, e.g. SASRec, BPR)"
+        ) from None
+
+
+def get_trainer(model_type, model_name: str):
+    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice."""
+    trainer_module = importlib.import_module("recbole_mm.trainer")
+    name = model_name + "Trainer"
+    if hasattr(trainer_module, name):
+        return getattr(trainer_module, name)
+    return recbole_get_trainer(model_type, model_name)
+
+
+def is_recbole_mm_model(model_class) -> bool:
+    """Whether ``model_class`` is defined inside recbole_mm."""
+    return model_class.__module__.startswith("recbole_mm.")

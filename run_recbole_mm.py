@@ -1,0 +1,46 @@
+"""Train and test a recbole_mm or RecBole model.
+
+    python run_recbole_mm.py                                  # the demo: ml-100k_mm, built on first use
+    python run_recbole_mm.py --model=SASRec --dataset=ml-100k_mm --epochs=5
+    python run_recbole_mm.py -m SASRec -d ml-100k_mm --config_files="props/a.yaml props/b.yaml"
+
+Any ``--key=value`` is passed to RecBole's configuration (it overrides the config files).
+"""
+
+import argparse
+import sys
+
+DEMO_MODEL = "SASRec"  # the best model recbole_mm offers on the demo so far
+DEMO_DATASET = "ml-100k_mm"
+DEMO_CONFIG = ["props/demo.yaml"]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", type=str, default=None, help="model name (default: the demo model)")
+    parser.add_argument("--dataset", "-d", type=str, default=None, help="dataset name (default: ml-100k_mm)")
+    parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
+    args, _ = parser.parse_known_args(argv)  # the rest (--key=value) is read by RecBole's Config
+    demo = args.model is None and args.dataset is None and args.config_files is None
+    config_files = DEMO_CONFIG if demo else (args.config_files.split() if args.config_files else None)
+    return args.model or DEMO_MODEL, args.dataset or DEMO_DATASET, config_files
+
+
+def main(argv=None) -> int:
+    model, dataset, config_files = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbole_mm.errors import RecBoleMMError
+    from recbole_mm.quick_start import run_recbole_mm
+
+    try:
+        result = run_recbole_mm(model=model, dataset=dataset, config_file_list=config_files)
+    except RecBoleMMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n{model} on {dataset}")
+    print(f"  best valid: {dict(result['best_valid_result'])}")
+    print(f"  test:       {dict(result['test_result'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
