@@ -1,0 +1,151 @@
+"""Chunked nearest-centroid assignment: the one pass over the data every k-means step is made of.
+
+The ``rows x k`` distance matrix is never materialised beyond ``memory_budget_bytes``: the data is cut into
+blocks of problems and rows whose temporaries fit the budget. Blocks of data living on another device (for
+example a CPU tensor clustered on CUDA) are copied to the centroids' device one at a time, so data larger than
+device memory streams through.
+"""
+
+import contextlib
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CPU_BUDGET = 32 * 2**20
+MAX_CUDA_BUDGET = 4 * 2**30
+
+
+class PassResult(NamedTuple):
+    """What one pass returns (fields not asked for are ``None``).
+
+    Attributes:
+        labels: ``LongTensor [B, n]`` nearest centroid (``-1`` at padding).
+        sums: ``[B, k, d]`` per-cluster sums of the (normalised, in cosine mode) points.
+        counts: ``[B, k]`` per-cluster point counts (same dtype as ``sums``).
+        dist: ``[B, n]`` float64 exact squared distance of each point to its centroid (0 at padding).
+    """
+
+    labels: Optional[torch.Tensor]
+    sums: Optional[torch.Tensor]
+    counts: Optional[torch.Tensor]
+    dist: Optional[torch.Tensor]
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes of temporaries allowed per block: a quarter of free CUDA memory (at most 4 GiB), 32 MiB on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, MAX_CUDA_BUDGET))
+    return DEFAULT_CPU_BUDGET
+
+
+def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, budget: int):
+    """Problems and rows per block so that the block's distances, its copy and its norms fit ``budget`` bytes."""
+    per_row = itemsize * (2 * k + 2 * dim + 4)
+    rows = max(1, budget // per_row)
+    if rows >= n_points:
+        return max(1, min(n_batch, rows // n_points)), n_points
+    return 1, rows
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str, device: torch.device):
+    """Allow TF32 matrix products on CUDA inside the block when ``precision == 'tf32'``."""
+    if precision != "tf32" or device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = saved
+    else:
+        saved = matmul.allow_tf32
+        matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = saved
+
+
+def load_block(x: torch.Tensor, b0: int, b1: int, r0: int, r1: int, device, dtype, cosine: bool) -> torch.Tensor:
+    """Rows ``r0:r1`` of problems ``b0:b1`` on ``device`` in ``dtype`` (unit-normalised in cosine mode)."""
+    block = x[b0:b1, r0:r1].to(device=device, dtype=dtype, non_blocking=True)
+    return F.normalize(block, dim=-1) if cosine else block
+
+
+def assign_pass(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    *,
+    budget: int,
+    precision: str = "highest",
+    cosine: bool = False,
+    rows: Optional[slice] = None,
+    want_labels: bool = True,
+    want_sums: bool = False,
+    want_dist: bool = False,
+) -> PassResult:
+    """Assign the points of ``x`` to their nearest centroid, block by block.
+
+    Args:
+        x: ``[B, n, d]`` data on any device.
+        centroids: ``[B, k, d]`` on the compute device (unit rows in cosine mode).
+        mask: bool ``[B, n]`` real points, or ``None``.
+        budget: bytes of temporaries allowed per block.
+        precision: ``'highest'`` or ``'tf32'`` (CUDA float32 products only).
+        cosine: normalise the points (spherical k-means).
+        rows: restrict the pass to these rows of every problem (mini-batch mode).
+        want_labels, want_sums, want_dist: which outputs to compute.
+
+    Returns:
+        :class:`PassResult` over the selected rows.
+    """
+    device, dtype = centroids.device, centroids.dtype
+    n_batch, k, dim = centroids.shape
+    r_start, r_stop = (0, x.shape[1]) if rows is None else (rows.start, rows.stop)
+    n_rows = r_stop - r_start
+    bb, rr = block_shape(n_batch, n_rows, k, dim, centroids.element_size(), budget)
+    c_sq = centroids.pow(2).sum(-1)
+    c_t = centroids.transpose(1, 2).contiguous()
+    labels = torch.empty(n_batch, n_rows, dtype=torch.long, device=device) if want_labels or want_dist else None
+    dist = torch.zeros(n_batch, n_rows, dtype=torch.float64, device=device) if want_dist else None
+    if want_sums:
+        sums = torch.zeros(n_batch * k + 1, dim, dtype=dtype, device=device)
+        counts = torch.zeros(n_batch * k + 1, dtype=torch.long, device=device)
+    with matmul_precision(precision, device):
+        for b0 in range(0, n_batch, bb):
+            b1 = min(b0 + bb, n_batch)
+            for r0 in range(r_start, r_stop, rr):
+                r1 = min(r0 + rr, r_stop)
+                block = load_block(x, b0, b1, r0, r1, device, dtype, cosine)
+                if b1 - b0 == 1:
+                    scores = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).unsqueeze(0)
+                else:
+                    scores = torch.baddbmm(c_sq[b0:b1, None, :], block, c_t[b0:b1], alpha=-2)
+                lab = scores.argmin(-1)
+                del scores
+                real = None if mask is None else mask[b0:b1, r0:r1].to(device)
+                if labels is not None:
+                    labels[b0:b1, r0 - r_start : r1 - r_start] = lab if real is None else lab.masked_fill(~real, -1)
+                if want_dist:
+                    gathered = torch.gather(centroids[b0:b1], 1, lab.unsqueeze(-1).expand(-1, -1, dim))
+                    d = (block - gathered).pow(2).sum(-1).double()
+                    dist[b0:b1, r0 - r_start : r1 - r_start] = d if real is None else d.masked_fill(~real, 0.0)
+                if want_sums:
+                    flat = lab + (torch.arange(b0, b1, device=device) * k).unsqueeze(1)
+                    if real is not None:
+                        flat = flat.masked_fill(~real, n_batch * k)
+                    flat = flat.flatten()
+                    sums.index_add_(0, flat, block.reshape(-1, dim))
+                    counts += torch.bincount(flat, minlength=n_batch * k + 1)
+    if not want_sums:
+        return PassResult(labels, None, None, dist)
+    return PassResult(
+        labels, sums[:-1].view(n_batch, k, dim), counts[:-1].view(n_batch, k).to(dtype), dist
+    )
