@@ -2,3 +2,73 @@
 
 Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer`` for most).
 """
+
+import os
+from time import time
+
+import torch.distributed as dist
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+
+class MISSRecTrainer(Trainer):
+    r"""RecBole's trainer plus MISSRec's interest discovery and pre-training.
+
+    * Before every training epoch (epoch 0 included) the model re-clusters its interests with the current
+      adaptors; the interest tables are buffers, so checkpoints (and the best-model reload) carry them.
+    * ``train_stage: pretrain``: :meth:`fit` trains ``pretrain_epochs`` epochs without validation and saves
+      ``MISSRec-<dataset>-<epoch>[-<ckpt_suffix>].pth`` every ``save_step`` epochs.
+    * Multi-process training started outside RecBole (torch.distributed initialised, ``single_spec``
+      true): gradients are averaged over the ranks after every backward, so all ranks take the same step;
+      only rank 0 writes checkpoints. (Under RecBole's own ``nproc`` launcher its DDP reducer does this.)
+    """
+
+    def __init__(self, config, model):
+        super(MISSRecTrainer, self).__init__(config, model)
+        self.world_size = 1
+        if config["single_spec"] and dist.is_available() and dist.is_initialized():
+            self.world_size = dist.get_world_size()
+            for param in self.model.parameters():
+                if param.requires_grad:
+                    param.register_post_accumulate_grad_hook(self._average_gradient)
+
+    def _average_gradient(self, param):
+        dist.all_reduce(param.grad)
+        param.grad /= self.world_size
+
+    def _is_writer(self):
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.discover_interests(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if self._is_writer():
+            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+    def pretrained_model_file(self, epoch_idx):
+        """Checkpoint path of pre-training epoch ``epoch_idx`` (0-based), named as the reference names it."""
+        suffix = f"-{self.config['ckpt_suffix']}" if self.config["ckpt_suffix"] else ""
+        name = f"{self.config['model']}-{self.config['dataset']}-{epoch_idx + 1}{suffix}.pth"
+        return os.path.join(self.checkpoint_dir, name)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.config["train_stage"] != "pretrain":
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        for epoch_idx in range(self.start_epoch, self.config["pretrain_epochs"]):
+            start = time()
+            train_loss = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
+            self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
+            if verbose:
+                self.logger.info(self._generate_train_loss_output(epoch_idx, start, time(), train_loss))
+            if saved and (epoch_idx + 1) % self.config["save_step"] == 0:
+                self.saved_model_file = self.pretrained_model_file(epoch_idx)
+                self._save_checkpoint(epoch_idx, verbose=verbose)
+        return self.best_valid_score, self.best_valid_result
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if eval_data is None:  # pre-training has no validation or test split
+            self.logger.info(set_color("no evaluation data", "yellow"))
+            return {}
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)

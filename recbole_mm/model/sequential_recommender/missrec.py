@@ -1,0 +1,409 @@
+# -*- coding: utf-8 -*-
+r"""
+MISSRec
+################################################
+
+Reference:
+    Jinpeng Wang et al. "MISSRec: Pre-training and Transferring Multi-modal Interest-aware Sequence
+    Representation for Recommendation." In ACM MM 2023.
+
+Reference code:
+    https://github.com/gimpong/MM23-MISSRec (spec: shared/spec/missrec.md, written from that code and its logs)
+
+Departures from the reference code (each keeps the reported numbers' computation unless said):
+
+* Interest discovery clusters on the model's device with :mod:`recbole_mm.clustering`.
+  ``kmeans_faithful: True`` (default) reproduces the reference's TorchPQ minibatch k-means with its quirks
+  (one pass, random init from the first minibatch, unshuffled batches, empty cluster -> 0, non-negative
+  centroids); ``False`` runs proper Lloyd k-means (``kmeans_iters`` iterations, signed centroids).
+* Interest deduplication is vectorised (sort, drop repeats, compact); same output as the reference's
+  per-sequence ``torch.unique``: sorted ids, 0 first when present, right-padded with 0.
+* Full ranking scores the catalogue in chunks of ``item_chunk_size`` items.
+* Feature tables are buffers of an :class:`~recbole_mm.model.layers.ItemFeatureBank` (not saved in
+  checkpoints, rebuilt from the dataset); interest tables are persistent buffers (saved).
+* Pre-training does the augmentation on the model device. Item drop compacts the kept items without the
+  UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
+  sequence, where the reference re-uses the original sequence's image features and interests.
+* Multi-process pre-training really all-reduces gradients (the reference's DDP trains each rank alone),
+  gathers in-batch negatives across ranks, and clusters once on rank 0, then broadcasts.
+* The single-modality pre-training branch works (the reference's has a ``pos_items_emb`` typo).
+* ``pretrained_path`` loads the Transformer, position embedding, LayerNorm, adaptors and fusion factor
+  by name and shape; a checkpoint of another model, or a shape mismatch, is an error.
+"""
+
+import math
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
+
+from recbole_mm.errors import RecBoleMMError
+from recbole_mm.model.layers import ItemFeatureBank
+
+MODAL_TYPES = {"img_text": ("text", "image"), "text": ("text",), "img": ("image",)}
+TRAIN_STAGES = ("pretrain", "transductive_ft", "inductive_ft")
+ITEM_FUSIONS = ("static", "dynamic_shared", "dynamic_instance")
+# Reference parameter/buffer names per modality (kept so state_dict keys match the reference's).
+PREFIX = {"text": ("text", "plm"), "image": ("img", "img")}
+# What a PT1 fine-tuning run takes from a pre-trained checkpoint, and freezes among it.
+TRANSFERRED = ("position_embedding.", "trm_model.", "LayerNorm.", "text_adaptor.", "img_adaptor.", "fusion_factor")
+FROZEN = ("position_embedding", "trm_model")
+
+
+class MISSRec(SequentialRecommender):
+    r"""Multi-modal interest-aware sequence representation.
+
+    Items are the sum of linearly adapted text and image features (+ position, + ID when transductive);
+    a non-causal Transformer decoder reads them with cross-attention to an encoder over the user's
+    *interest tokens* (centroids of a global clustering of all item-modality tokens, re-clustered before
+    every epoch). Candidates are scored by a dynamic fusion of per-modality cosine logits.
+    """
+
+    def __init__(self, config, dataset):
+        super(MISSRec, self).__init__(config, dataset)
+        self.n_layers = config["n_layers"]  # encoder + decoder layers
+        self.n_heads = config["n_heads"]
+        self.hidden_size = config["hidden_size"]
+        self.inner_size = config["inner_size"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.hidden_act = config["hidden_act"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.train_stage = config["train_stage"]
+        self.temperature = config["temperature"]
+        self.gamma = config["gamma"]  # interest regulariser weight
+        self.lam = config["lambda"]  # pre-training L_ss weight
+        self.item_drop_ratio = config["item_drop_ratio"]
+        self.item_drop_coefficient = config["item_drop_coefficient"]
+        self.word_drop_ratio = 0.2  # reference: fixed probability of the word-dropped text per position
+        self.interest_ratio = config["interest_ratio"]
+        self.kmeans_faithful = config["kmeans_faithful"]
+        self.kmeans_iters = config["kmeans_iters"]
+        self.item_chunk_size = config["item_chunk_size"]
+        self.item_mm_fusion = config["item_mm_fusion"]
+        self.seed = config["seed"]
+        self.modal_type = config["modal_type"]
+        self._check_config(config)
+        self.modalities = MODAL_TYPES[self.modal_type]
+        self.use_id = self.train_stage == "transductive_ft" and config["id_type"] != "none"
+        self.features = ItemFeatureBank(dataset, self._needed_modalities(dataset))
+
+        # sequence side
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        for modality in self.modalities:
+            adaptor = nn.Linear(self.features.dim(modality), self.hidden_size)
+            setattr(self, f"{PREFIX[modality][0]}_adaptor", adaptor)
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0) if self.use_id else None
+        self.trm_model = nn.Transformer(
+            d_model=self.hidden_size,
+            nhead=self.n_heads,
+            num_encoder_layers=self.n_layers // 2,
+            num_decoder_layers=self.n_layers // 2,
+            dim_feedforward=self.inner_size,
+            dropout=self.hidden_dropout_prob,
+            activation=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
+        )
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        if len(self.modalities) > 1:
+            size = self.n_items if self.item_mm_fusion == "dynamic_instance" else 1
+            self.fusion_factor = nn.Parameter(torch.zeros(size))  # 0 = plain mean of the modality logits
+
+        # interests: K centroids (+ row 0 for padding) and each item-modality token's interest id
+        n_tokens = (self.n_items - 1) * len(self.modalities)
+        self.n_interests = max(math.ceil(self.interest_ratio * n_tokens), 1)
+        self.register_buffer("interest_embeddings", torch.zeros(self.n_interests + 1, self.hidden_size))
+        for modality in self.modalities:
+            self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
+        self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
+
+        self.apply(self._init_weights)
+        if config["pretrained_path"]:
+            self.load_pretrained(config["pretrained_path"])
+
+    # ------------------------------------------------------------------ set-up
+    def _check_config(self, config):
+        def bad(key, expected):
+            raise RecBoleMMError(f"MISSRec: config key '{key}' must be {expected}, found {config[key]!r}")
+
+        if not isinstance(self.n_layers, int) or self.n_layers < 2 or self.n_layers % 2:
+            bad("n_layers", "an even int >= 2 (n_layers/2 encoder and n_layers/2 decoder layers)")
+        if config["modal_type"] not in MODAL_TYPES:
+            bad("modal_type", f"one of {sorted(MODAL_TYPES)}")
+        if self.train_stage not in TRAIN_STAGES:
+            bad("train_stage", f"one of {list(TRAIN_STAGES)}")
+        if config["id_type"] not in ("id", "none"):
+            bad("id_type", "'id' or 'none'")
+        if config["seq_mm_fusion"] != "add":
+            bad("seq_mm_fusion", "'add' (the released setting; 'contextual' is not implemented)")
+        if self.item_mm_fusion not in ITEM_FUSIONS:
+            bad("item_mm_fusion", f"one of {list(ITEM_FUSIONS)}")
+        if not 0 < self.interest_ratio <= 1:
+            bad("interest_ratio", "a float in (0, 1]")
+        if config["loss_type"] != "CE":
+            bad("loss_type", "'CE'")
+
+    def _needed_modalities(self, dataset):
+        needed = list(self.modalities) + (["text_aug"] if self.train_stage == "pretrain" else [])
+        if self.train_stage == "pretrain" and "text" not in self.modalities:
+            needed.remove("text_aug")
+        loaded = sorted(getattr(dataset, "mm_features", {}))
+        absent = [m for m in needed if m not in loaded]
+        if absent:
+            raise RecBoleMMError(
+                f"MISSRec: modal_type '{self.modal_type}' with train_stage '{self.train_stage}' needs "
+                f"modalities {needed}, dataset '{dataset.dataset_name}' loaded {loaded} (missing {absent}); "
+                f"check plm_suffix / img_suffix / plm_suffix_aug and 'modalities' in the config"
+            )
+        return needed
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    @staticmethod
+    def _lookup_name(modality):
+        return f"{PREFIX[modality][1]}_interest_lookup_table"
+
+    def adaptor(self, modality):
+        return getattr(self, f"{PREFIX[modality][0]}_adaptor")
+
+    def load_pretrained(self, path):
+        r"""Load a pre-trained MISSRec checkpoint, then freeze the position embedding and the Transformer.
+
+        Raises:
+            RecBoleMMError: no such file, not a MISSRec checkpoint, or a parameter shape mismatch.
+        """
+        if not os.path.isfile(path):
+            raise RecBoleMMError(f"MISSRec: config key 'pretrained_path' points to {path}, which does not exist")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # trusted local checkpoint
+        model = checkpoint.get("config", {})["model"] if isinstance(checkpoint, dict) and "config" in checkpoint else None
+        if model != "MISSRec" or "state_dict" not in checkpoint:
+            raise RecBoleMMError(
+                f"MISSRec: pretrained_path {path} is not a MISSRec checkpoint "
+                f"(expected a dict with config['model'] == 'MISSRec' and a state_dict, found model {model!r})"
+            )
+        own = self.state_dict()
+        state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRANSFERRED) and k in own}
+        wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+        if wrong:
+            raise RecBoleMMError(f"MISSRec: pretrained_path {path} has parameters of other shapes: {wrong[:5]}")
+        self.load_state_dict(state, strict=False)
+        for name in FROZEN:
+            for param in getattr(self, name).parameters():
+                param.requires_grad = False
+        self.logger.info(f"MISSRec: loaded {len(state)} tensors from {path}; froze {', '.join(FROZEN)}")
+
+    # ------------------------------------------------------------------ interests
+    @torch.no_grad()
+    def item_tokens(self, modality, item_ids=None):
+        r"""Adapted features ``[n, hidden]`` of ``item_ids`` (all items without PAD when None)."""
+        table = getattr(self.features, modality)
+        rows = table[1:] if item_ids is None else table[item_ids]
+        return self.adaptor(modality)(rows)
+
+    @torch.no_grad()
+    def discover_interests(self, epoch=0):
+        r"""Cluster every item-modality token (current adaptors) into ``n_interests`` interests.
+
+        Fills ``interest_embeddings[1:]`` with the centroids and the per-modality lookup tables with
+        ``1 + cluster id`` (row 0, PAD, stays interest 0). Under torch.distributed, rank 0 clusters and
+        broadcasts the tables.
+        """
+        from recbole_mm.clustering import kmeans, kmeans_reference
+
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed or dist.get_rank() == 0:
+            was_training = self.training
+            self.eval()
+            tokens = torch.cat([self.item_tokens(m) for m in self.modalities], dim=0)  # [T, hidden]
+            self.train(was_training)
+            seed = self.seed + epoch
+            if self.kmeans_faithful:
+                result = kmeans_reference(tokens, self.n_interests, seed=seed)
+            else:
+                result = kmeans(tokens, self.n_interests, n_iter=self.kmeans_iters, seed=seed)
+            self.interest_embeddings[1:] = result.centroids.to(self.interest_embeddings)
+            labels = result.labels.to(self.interest_embeddings.device).view(len(self.modalities), -1) + 1
+            for modality, ids in zip(self.modalities, labels):
+                getattr(self, self._lookup_name(modality))[1:] = ids
+        if distributed:
+            for name in ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]:
+                dist.broadcast(getattr(self, name), src=0)
+        self.interest_epoch.fill_(epoch)
+
+    def interest_ids(self, item_seq):
+        r"""Sorted unique interest ids of each sequence over all modalities, right-padded with 0.
+
+        Args:
+            item_seq: ``[B, L]`` item ids (0 = PAD).
+
+        Returns:
+            ``[B, Nq]`` long; ``Nq`` is the largest number of distinct ids in the batch.
+        """
+        ids = torch.cat([getattr(self, self._lookup_name(m))[item_seq] for m in self.modalities], dim=1)
+        ids, _ = ids.sort(dim=1)
+        repeat = torch.zeros_like(ids, dtype=torch.bool)
+        repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        order = torch.argsort(repeat.to(torch.int8), dim=1, stable=True)  # distinct ids first, in order
+        n_unique = (~repeat).sum(dim=1)  # [B]
+        width = int(n_unique.max())
+        compact = ids.gather(1, order[:, :width])
+        position = torch.arange(width, device=ids.device).unsqueeze(0)
+        return compact.masked_fill(position >= n_unique.unsqueeze(1), 0)
+
+    def interest_regularizer(self, memory, memory_pad):
+        r"""The reference's "interest orthogonal regularization".
+
+        ``R = sum_b ||w_b * sum_j memory[b, j]||^2 / hidden`` with ``w_b`` = share of non-pad interests
+        (the sum runs over padded positions too, as in the reference).
+        """
+        weight = (~memory_pad).sum(dim=1, keepdim=True).float() / memory_pad.shape[1]  # [B, 1]
+        pooled = weight * memory.sum(dim=1)  # [B, hidden]
+        return pooled.pow(2).sum() / self.hidden_size
+
+    # ------------------------------------------------------------------ sequence encoder
+    def forward(self, item_seq, item_seq_len, text_aug_mask=None):
+        r"""Encode sequences.
+
+        Args:
+            item_seq: ``[B, L]`` item ids.
+            item_seq_len: ``[B]`` lengths.
+            text_aug_mask: optional ``[B, L]`` bool; where True the word-dropped text feature replaces the text.
+
+        Returns:
+            ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``.
+        """
+        if int(self.interest_epoch) < 0:  # never clustered (an untrained model): cluster once now
+            self.discover_interests()
+        interest_ids = self.interest_ids(item_seq)
+        memory_pad = interest_ids == 0
+        memory = self.trm_model.encoder(self.interest_embeddings[interest_ids], src_key_padding_mask=memory_pad)
+
+        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+        tokens = self.position_embedding(position_ids).unsqueeze(0)  # [1, L, hidden]
+        for modality in self.modalities:
+            features = self.features(modality, item_seq)
+            if modality == "text" and text_aug_mask is not None:
+                features = torch.where(text_aug_mask.unsqueeze(-1), self.features("text_aug", item_seq), features)
+            tokens = tokens + self.adaptor(modality)(features)
+        if self.use_id:
+            tokens = tokens + self.item_embedding(item_seq)
+        tokens = self.dropout(self.LayerNorm(tokens))
+        output = self.trm_model.decoder(
+            tokens, memory, tgt_key_padding_mask=item_seq == 0, memory_key_padding_mask=memory_pad
+        )
+        seq_output = self.gather_indexes(output, item_seq_len - 1)
+        return F.normalize(seq_output, dim=-1), memory, memory_pad
+
+    # ------------------------------------------------------------------ candidate scoring
+    def _fused_logits(self, seq_output, item_ids, pairwise=False):
+        r"""Fused cosine logits (before 1/tau) of sequences ``[B, hidden]``.
+
+        Args:
+            item_ids: candidates, ``[C]`` (result ``[B, C]``) or, with ``pairwise``, ``[B]`` (result ``[B]``).
+        """
+
+        def cosine(item_emb):
+            item_emb = F.normalize(item_emb, dim=-1)
+            return (seq_output * item_emb).sum(dim=-1) if pairwise else seq_output @ item_emb.t()
+
+        if len(self.modalities) == 1:
+            item = self.adaptor(self.modalities[0])(self.features(self.modalities[0], item_ids))
+            if self.use_id:
+                item = item + self.item_embedding(item_ids)
+            return cosine(item)
+        logits = torch.stack([cosine(self.adaptor(m)(self.features(m, item_ids))) for m in self.modalities], dim=-1)
+        if self.item_mm_fusion == "static":
+            fused = logits.mean(dim=-1)
+        else:  # softmax over modalities of alpha * logit; alpha shared (a scalar) or per candidate item
+            alpha = self.fusion_factor if self.item_mm_fusion == "dynamic_shared" else self.fusion_factor[item_ids]
+            weights = torch.softmax(alpha.unsqueeze(-1) * logits, dim=-1)
+            fused = (weights * logits).sum(dim=-1)
+        if self.use_id:
+            fused = (cosine(self.item_embedding(item_ids)) + 2 * fused) / 3
+        return fused
+
+    def item_logits(self, seq_output, item_ids=None):
+        r"""``[B, C]`` logits / temperature; all items (PAD included) in chunks when ``item_ids`` is None."""
+        if item_ids is not None:
+            return self._fused_logits(seq_output, item_ids) / self.temperature
+        all_items = torch.arange(self.n_items, device=seq_output.device)
+        chunks = [self._fused_logits(seq_output, ids) for ids in all_items.split(self.item_chunk_size)]
+        return torch.cat(chunks, dim=1) / self.temperature
+
+    # ------------------------------------------------------------------ losses and prediction
+    def calculate_loss(self, interaction):
+        if self.train_stage == "pretrain":
+            return self.pretrain_loss(interaction)
+        seq_output, memory, memory_pad = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        logits = self.item_logits(seq_output)
+        loss = F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
+        return loss + self.gamma * self.interest_regularizer(memory, memory_pad)
+
+    def predict(self, interaction):
+        seq_output, _, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self._fused_logits(seq_output, interaction[self.ITEM_ID], pairwise=True) / self.temperature
+
+    def full_sort_predict(self, interaction):
+        seq_output, _, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.item_logits(seq_output)
+
+    # ------------------------------------------------------------------ pre-training
+    def augment(self, item_seq, item_seq_len):
+        r"""The augmented view of a batch: item drop (probability ``item_drop_coefficient``) or word drop.
+
+        Returns:
+            ``(item_seq [B, L], item_seq_len [B], text_aug_mask [B, L] bool or None)``.
+        """
+        device = item_seq.device
+        if torch.rand(1, device=device).item() < self.item_drop_coefficient:
+            position = torch.arange(item_seq.size(1), device=device).unsqueeze(0)
+            keep = torch.rand(item_seq.shape, device=device) >= self.item_drop_ratio
+            keep = (keep | (position == 0)) & (item_seq != 0)
+            order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept items first, in order
+            new_len = keep.sum(dim=1)
+            new_seq = item_seq.gather(1, order).masked_fill(position >= new_len.unsqueeze(1), 0)
+            return new_seq, new_len, None
+        if "text" not in self.modalities:
+            return item_seq, item_seq_len, None
+        return item_seq, item_seq_len, torch.rand(item_seq.shape, device=device) < self.word_drop_ratio
+
+    def pretrain_loss(self, interaction):
+        r"""``L_si + lambda * L_ss + gamma * (R + R_aug)`` with in-batch negatives.
+
+        Under torch.distributed the candidates (positives and augmented views) of all ranks are gathered
+        (with gradients), so the loss of each rank is its share of the loss of the global batch; the
+        regulariser, a sum over the batch, is scaled by the world size for the same reason.
+        """
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        pos_items = interaction[self.POS_ITEM_ID]
+        seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
+        aug_output, aug_memory, aug_pad = self.forward(*self.augment(item_seq, item_seq_len))
+
+        world, rank = 1, 0
+        all_pos, all_aug = pos_items, aug_output
+        if dist.is_available() and dist.is_initialized():
+            from torch.distributed.nn.functional import all_gather
+
+            world, rank = dist.get_world_size(), dist.get_rank()
+            gathered = [torch.empty_like(pos_items) for _ in range(world)]
+            dist.all_gather(gathered, pos_items)  # ids: no gradient to carry
+            all_pos = torch.cat(gathered, dim=0)
+            all_aug = torch.cat(all_gather(aug_output), dim=0)
+        labels = rank * seq_output.size(0) + torch.arange(seq_output.size(0), device=seq_output.device)
+        loss_si = F.cross_entropy(self._fused_logits(seq_output, all_pos) / self.temperature, labels)
+        loss_ss = F.cross_entropy(seq_output @ all_aug.t() / self.temperature, labels)
+        reg = self.interest_regularizer(memory, memory_pad) + self.interest_regularizer(aug_memory, aug_pad)
+        return loss_si + self.lam * loss_ss + self.gamma * world * reg
