@@ -31,27 +31,22 @@ class Config(RecBoleConfig):
         super()._init_parameters_category()
         self.parameters["Dataset"] = self.parameters["Dataset"] + MM_DATASET_ARGUMENTS
 
+    def _required(self, key, given):
+        value = self.external_config_dict.get(key) if given is None else given
+        if value is None:
+            raise KeyError(
+                f"{key} must be given: as the {key} argument, in a config file, in config_dict "
+                f"or on the command line (--{key}=NAME)"
+            )
+        return value
+
     def _get_model_and_dataset(self, model, dataset):
-        if model is None:
-            model = self.external_config_dict.get("model")
-            if model is None:
-                raise KeyError(
-                    "model must be given: as the model argument, in a config file, in config_dict "
-                    "or on the command line (--model=NAME)"
-                )
+        model = self._required("model", model)
         if isinstance(model, str):
-            model_class = get_model(model)
-            model_name = model
+            model_class, model_name = get_model(model), model
         else:
             model_class, model_name = model, model.__name__
-        if dataset is None:
-            dataset = self.external_config_dict.get("dataset")
-            if dataset is None:
-                raise KeyError(
-                    "dataset must be given: as the dataset argument, in a config file, in config_dict "
-                    "or on the command line (--dataset=NAME)"
-                )
-        return model_name, model_class, dataset
+        return model_name, model_class, self._required("dataset", dataset)
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)

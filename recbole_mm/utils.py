@@ -6,6 +6,7 @@ RecBole-GNN, recbole_mm mirrors its lookup functions. A model ``Name`` lives in
 """
 
 import importlib
+import importlib.util
 import pkgutil
 
 from recbole.utils import get_model as recbole_get_model
@@ -14,6 +15,13 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole_mm.errors import ModelNotFoundError
 
 MODEL_FAMILIES = ("sequential_recommender", "general_recommender")
+RECBOLE_FAMILIES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+)
+RECBOLE_EXLIB_MODELS = ("lightgbm", "xgboost")
 
 
 def _family_modules():
@@ -36,6 +44,10 @@ def list_models() -> list:
 def get_model(model_name: str):
     r"""Return the model class called ``model_name``: recbole_mm's if it has one, else RecBole's.
 
+    RecBole's own ``get_model`` imports ``recbole.model.exlib_recommender`` (lightgbm, xgboost) for any
+    name it has not found yet, so an unknown name raises ``ModuleNotFoundError: lightgbm`` where those
+    are not installed; the exlib family is therefore only searched for its two models.
+
     Raises:
         ModelNotFoundError: no such model in either package (the message lists recbole_mm's models).
     """
@@ -44,13 +56,18 @@ def get_model(model_name: str):
             module = importlib.import_module(f"recbole_mm.model.{family}.{module_name}")
             if hasattr(module, model_name):
                 return getattr(module, model_name)
-    try:
+    if model_name.lower() in RECBOLE_EXLIB_MODELS:
         return recbole_get_model(model_name)
-    except ValueError:
-        raise ModelNotFoundError(
-            f"model [{model_name}] is neither a recbole_mm model ({', '.join(list_models()) or 'none yet'}) "
-            f"nor a RecBole model (names are case-sensitive, e.g. SASRec, BPR)"
-        ) from None
+    for family in RECBOLE_FAMILIES:
+        module_path = f"recbole.model.{family}.{model_name.lower()}"
+        if importlib.util.find_spec(module_path) is not None:
+            module = importlib.import_module(module_path)
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+    raise ModelNotFoundError(
+        f"model [{model_name}] is neither a recbole_mm model ({', '.join(list_models()) or 'none yet'}) "
+        f"nor a RecBole model (names are case-sensitive, e.g. SASRec, BPR)"
+    )
 
 
 def get_trainer(model_type, model_name: str):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from recbole.data.dataset import Dataset, SequentialDataset
-from recbole.data.interaction import Interaction
 
 from recbole_mm.data.features import assemble_table, feature_specs, field_rows, gather_file_rows
 from recbole_mm.errors import FeatureFileError
@@ -59,15 +58,24 @@ class MultiModalFeaturesMixin:
             )
 
     def _float_seq_rows(self, spec):
+        """Rows of a ``float_seq`` field of the ``.item`` file (RecBole keeps it as a DataFrame until ``build``)."""
         where = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
-        if not isinstance(self.item_feat, Interaction) or spec.field not in self.item_feat.columns:
+        if self.item_feat is None or spec.field not in self.item_feat.columns:
             loaded = [] if self.item_feat is None else list(self.item_feat.columns)
             raise FeatureFileError(
                 f"{where}: mm_features.{spec.name} reads field '{spec.field}', which is not loaded "
                 f"(loaded item fields: {loaded}); add it to load_col: item"
             )
-        values = self.item_feat[spec.field].numpy().astype(np.float32)
-        ids = self.item_feat[self.iid_field].numpy()
+        column = list(self.item_feat[spec.field])
+        widths = sorted({len(v) for v in column} - {0})  # RecBole gives items without a row an empty value
+        if widths != [spec.dim]:
+            raise FeatureFileError(
+                f"{where}: field '{spec.field}' (mm_features.{spec.name}) must hold {spec.dim} floats per item, "
+                f"found rows of length {widths}"
+            )
+        filled = [k for k, v in enumerate(column) if len(v)]
+        values = np.asarray([column[k] for k in filled], dtype=np.float32)
+        ids = np.asarray(self.item_feat[self.iid_field], dtype=np.int64)[filled]
         rows = field_rows(spec, ids, values, self.item_num, where)
         # The table now lives with the model; drop the column so batches do not join it per row.
         self._del_col(self.item_feat, spec.field)

@@ -222,12 +222,7 @@ def assemble_table(rows_without_pad: np.ndarray) -> Tuple[np.ndarray, np.ndarray
 
 
 def field_rows(spec: FeatureSpec, item_ids: np.ndarray, values: np.ndarray, n_items: int, where: str) -> np.ndarray:
-    """Scatter a ``float_seq`` column (rows keyed by internal item id) into ``[n_items - 1, dim]``."""
-    if values.ndim != 2 or values.shape[1] != spec.dim:
-        raise FeatureFileError(
-            f"{where}: field '{spec.field}' (mm_features.{spec.name}) has width "
-            f"{values.shape[1] if values.ndim == 2 else values.shape}, config says dim {spec.dim}"
-        )
+    """Scatter ``float_seq`` rows ``values [m, dim]`` of internal ids ``item_ids [m]`` into ``[n_items - 1, dim]``."""
     table = np.zeros((n_items, spec.dim), dtype=np.float32)
     table[item_ids] = values
     _check_finite(table, np.arange(n_items), f"{where} field '{spec.field}' (internal item ids)")

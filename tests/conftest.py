@@ -1,0 +1,13 @@
+"""Shared fixtures: the real ml-100k_mm demo dataset, built once per test session into a temporary data_path."""
+
+import pytest
+
+from recbole_mm.data import ml100k_mm
+
+
+@pytest.fixture(scope="session")
+def ml100k_root(tmp_path_factory):
+    """A data_path holding a freshly built ``ml-100k_mm`` (real MovieLens-100K, real MiniLM features)."""
+    root = tmp_path_factory.mktemp("data")
+    ml100k_mm.build(str(root))
+    return root

@@ -1,0 +1,72 @@
+"""The compatibility layer: numpy-2 aliases, trusted torch.load, scipy's dok_matrix._update."""
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import dok_matrix
+
+from recbole_mm import compat
+
+
+def test_numpy_aliases_added_only_when_missing(monkeypatch):
+    for name in ["float_", "complex_", "unicode_", "bool8"]:
+        monkeypatch.delitem(np.__dict__, name, raising=False)
+    assert sorted(compat.missing_numpy_aliases()) == ["bool8", "complex_", "float_", "unicode_"]
+    compat.apply()
+    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_ and np.bool8 is np.bool_
+    assert compat.missing_numpy_aliases() == []
+
+
+def test_recbole_config_survives_numpy2_style_removals(monkeypatch):
+    """RecBole's Config.compatibility_settings reads np.float_ etc.; with them removed it would raise."""
+    from recbole.config import Config as RecBoleConfig
+
+    for name in ["float_", "complex_", "unicode_"]:
+        monkeypatch.delitem(np.__dict__, name, raising=False)
+    with pytest.raises(AttributeError):
+        RecBoleConfig.compatibility_settings(None)
+    compat.apply()
+    RecBoleConfig.compatibility_settings(None)
+
+
+def test_apply_is_idempotent():
+    compat.apply()
+    before = {name: np.__dict__.get(name) for name in ["float_", "complex_", "unicode_", "bool8"]}
+    update = getattr(dok_matrix, "_update", None)
+    compat.apply()
+    assert before == {name: np.__dict__.get(name) for name in before}
+    assert getattr(dok_matrix, "_update", None) is update
+    assert os.environ[compat.TORCH_LOAD_ENV] == "1"
+
+
+def test_torch_load_of_a_pickled_config_checkpoint(tmp_path):
+    """RecBole's trainer calls torch.load(file) without weights_only; its checkpoints pickle objects."""
+    from collections import OrderedDict
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"config": OrderedDict(a=1), "state_dict": {"w": torch.ones(2)}}, path)
+    assert torch.load(path)["config"]["a"] == 1  # would raise UnpicklingError under weights_only=True
+
+
+def test_dok_update_matches_a_plain_fill():
+    data = {(0, 1): 1.0, (2, 0): 3.0, (1, 1): -2.0}
+    patched = dok_matrix((3, 3), dtype=np.float32)
+    compat._dok_update(patched, data)
+    expected = np.zeros((3, 3), np.float32)
+    for (i, j), v in data.items():
+        expected[i, j] = v
+    np.testing.assert_array_equal(patched.toarray(), expected)
+    native = dok_matrix((3, 3), dtype=np.float32)
+    native._update(data)  # native on scipy<1.13, the patch on newer scipy
+    np.testing.assert_array_equal(native.toarray(), expected)
+
+
+def test_import_applies_the_layer():
+    import recbole_mm
+
+    importlib.reload(recbole_mm)
+    assert compat.missing_numpy_aliases() == []
+    assert hasattr(dok_matrix, "_update")

@@ -1,0 +1,55 @@
+"""recbole_mm's Config: property layering, model lookup with RecBole fallback."""
+
+import pytest
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+from recbole_mm.config import Config
+from recbole_mm.errors import ModelNotFoundError
+from recbole_mm.utils import get_model
+
+
+def test_dataset_preset_and_overall_defaults_are_loaded():
+    config = Config(model="SASRec", dataset="ml-100k_mm")
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+    assert config["mm_features"]["text"] == {"suffix": "feat1CLS", "dim": 384}
+    assert config["valid_metric"] == "NDCG@10" and config["topk"] == [10, 50]
+    assert config["modalities"] is None  # recbole_mm overall.yaml
+    assert config["hidden_size"] == 64  # RecBole's own SASRec.yaml still applies underneath
+
+
+def test_user_settings_override_presets(tmp_path):
+    user_file = tmp_path / "u.yaml"
+    user_file.write_text("topk: [5]\nlearning_rate: 0.01\n")
+    config = Config(
+        model="SASRec", dataset="ml-100k_mm", config_file_list=[str(user_file)], config_dict={"learning_rate": 0.02}
+    )
+    assert config["topk"] == [5] and config["learning_rate"] == 0.02
+
+
+def test_ce_sequential_model_gets_no_negative_sampling_unless_asked():
+    assert Config(model="SASRec", dataset="ml-100k_mm")["train_neg_sample_args"]["distribution"] == "none"
+    config = Config(
+        model="SASRec",
+        dataset="ml-100k_mm",
+        config_dict={"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
+    )
+    assert config["train_neg_sample_args"]["distribution"] == "uniform"
+    with pytest.raises(ValueError, match="should be None"):  # RecBole's own check, for an explicit contradiction
+        Config(
+            model="SASRec",
+            dataset="ml-100k_mm",
+            config_dict={"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
+        )
+
+
+def test_model_lookup_falls_back_to_recbole():
+    assert get_model("SASRec") is SASRec
+    with pytest.raises(ModelNotFoundError, match=r"model \[NoSuchRec\] is neither a recbole_mm model"):
+        get_model("NoSuchRec")
+    with pytest.raises(ModelNotFoundError):
+        Config(model="NoSuchRec", dataset="ml-100k_mm")
+
+
+def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
+    config = Config(model="SASRec", dataset="ml-100k_mm")
+    assert "mm_features" in config.parameters["Dataset"] and "benchmark_filename" in config.parameters["Dataset"]
