@@ -2,9 +2,11 @@
 and malformed entries rejected with their line number."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from recbole_mm.tuning.errors import SearchSpaceError
 from recbole_mm.tuning.space import cast_params, grid_points, load_search_space, parse_hyper_lines, parse_yaml_space
@@ -145,3 +147,31 @@ def test_grid_points():
     assert grid_points(parse_hyper_lines("a choice [1,2,3]\nb choice ['x','y']\n")) == 6
     with pytest.raises(SearchSpaceError, match=r"grid search needs only 'choice'.*lr \(uniform, <string>:2\)"):
         grid_points(parse_hyper_lines("a choice [1,2]\nlr uniform 0,1\n"))
+
+
+HYPER_DIR = Path(__file__).resolve().parents[2] / "hyper"
+
+
+def _config_keys(model: str) -> set:
+    """Keys RecBole's overall defaults and the model's defaults (RecBole's or recbole_mm's) define."""
+    import recbole
+
+    import recbole_mm
+
+    files = [
+        Path(recbole.__file__).parent / "properties" / "overall.yaml",
+        Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml",
+        Path(recbole_mm.__file__).parent / "properties" / "model" / f"{model}.yaml",
+    ]
+    keys = set()
+    for file in files:
+        if file.is_file():
+            keys |= set(yaml.safe_load(file.read_text()) or {})
+    return keys
+
+
+@pytest.mark.parametrize("path", sorted(HYPER_DIR.glob("*.hyper")) + sorted(HYPER_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_spaces_parse_and_name_real_config_keys(path):
+    space = load_search_space(str(path))
+    names = {p.name for p in space}
+    assert names <= _config_keys(path.name.split(".")[0])

@@ -128,3 +128,18 @@ def test_hyperopt_random_search_is_reproducible(cycle_data, tmp_path):
     assert len(set(lrs)) == 2 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
     assert runs[0] == runs[1]
     assert not any(math.isnan(s) for _, s in runs[0])
+
+
+def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
+    """A diverging trial (RecBole raises on a NaN loss) becomes an error record; nothing is raised."""
+    from recbole_mm.tuning.space import parse_hyper_lines
+    from recbole_mm.tuning.sweep import prepare_setup
+    from recbole_mm.tuning.trial import local_trial
+
+    root, config_file, dataset = cycle_data
+    space = parse_hyper_lines("learning_rate choice [1e30]\n")
+    setup = prepare_setup("SASRec", dataset, [str(config_file)], {"data_path": str(root)}, space, str(tmp_path))
+    record = local_trial(setup, {"learning_rate": 1e30}, "nan_trial")
+    assert record.status == ERROR
+    assert record.error == "ValueError: Training loss is nan"
+    assert record.test_result == {}
