@@ -6,6 +6,7 @@ Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer``
 import os
 from time import time
 
+import torch
 import torch.distributed as dist
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -18,9 +19,11 @@ class MISSRecTrainer(Trainer):
       adaptors; the interest tables are buffers, so checkpoints (and the best-model reload) carry them.
     * ``train_stage: pretrain``: :meth:`fit` trains ``pretrain_epochs`` epochs without validation and saves
       ``MISSRec-<dataset>-<epoch>[-<ckpt_suffix>].pth`` every ``save_step`` epochs.
-    * Multi-process training started outside RecBole (torch.distributed initialised, ``single_spec``
-      true): gradients are averaged over the ranks after every backward, so all ranks take the same step;
-      only rank 0 writes checkpoints. (Under RecBole's own ``nproc`` launcher its DDP reducer does this.)
+    * Multi-process training started outside RecBole (torch.distributed initialised before, e.g. by torchrun,
+      ``single_spec`` true): every rank draws the same global batch (the dataloaders share the seed) and
+      trains on its contiguous shard, gradients are averaged over the ranks after every backward, so all
+      ranks take the same step; interests are clustered on rank 0 and broadcast; only rank 0 writes
+      checkpoints. (Under RecBole's own ``nproc`` launcher, NCCL only, RecBole's DDP machinery applies.)
     """
 
     def __init__(self, config, model):
@@ -41,6 +44,14 @@ class MISSRecTrainer(Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.discover_interests(epoch_idx)
+        loss_func = loss_func or self.model.calculate_loss
+        if self.world_size > 1:  # every rank draws the same global batch (same seed) and trains on its shard
+            rank, full_loss = dist.get_rank(), loss_func
+
+            def loss_func(interaction):
+                shard = torch.tensor_split(torch.arange(len(interaction)), self.world_size)[rank]
+                return full_loss(interaction[shard.to(interaction[self.model.ITEM_SEQ].device)])
+
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

@@ -383,27 +383,49 @@ class MISSRec(SequentialRecommender):
     def pretrain_loss(self, interaction):
         r"""``L_si + lambda * L_ss + gamma * (R + R_aug)`` with in-batch negatives.
 
-        Under torch.distributed the candidates (positives and augmented views) of all ranks are gathered
-        (with gradients), so the loss of each rank is its share of the loss of the global batch; the
-        regulariser, a sum over the batch, is scaled by the world size for the same reason.
+        Under torch.distributed each rank holds a shard of the global batch: the positives and augmented
+        views of all ranks are gathered (the views with gradients) as candidates, and each term is scaled so
+        that the ranks' losses average to the loss of the global batch (CE terms by ``n_rank * W / N``; the
+        regulariser, a sum over the batch, by ``W``).
         """
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
         aug_output, aug_memory, aug_pad = self.forward(*self.augment(item_seq, item_seq_len))
-
-        world, rank = 1, 0
-        all_pos, all_aug = pos_items, aug_output
-        if dist.is_available() and dist.is_initialized():
-            from torch.distributed.nn.functional import all_gather
-
-            world, rank = dist.get_world_size(), dist.get_rank()
-            gathered = [torch.empty_like(pos_items) for _ in range(world)]
-            dist.all_gather(gathered, pos_items)  # ids: no gradient to carry
-            all_pos = torch.cat(gathered, dim=0)
-            all_aug = torch.cat(all_gather(aug_output), dim=0)
-        labels = rank * seq_output.size(0) + torch.arange(seq_output.size(0), device=seq_output.device)
-        loss_si = F.cross_entropy(self._fused_logits(seq_output, all_pos) / self.temperature, labels)
-        loss_ss = F.cross_entropy(seq_output @ all_aug.t() / self.temperature, labels)
         reg = self.interest_regularizer(memory, memory_pad) + self.interest_regularizer(aug_memory, aug_pad)
-        return loss_si + self.lam * loss_ss + self.gamma * world * reg
+
+        n_local = seq_output.size(0)
+        labels = torch.arange(n_local, device=seq_output.device)
+        scale, world = 1.0, 1
+        if dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size()
+            sizes = _gather_sizes(n_local, seq_output.device)
+            labels = labels + sum(sizes[: dist.get_rank()])
+            scale = n_local * world / sum(sizes)
+            pos_items = _gather_rows(pos_items, sizes, differentiable=False)
+            aug_output = _gather_rows(aug_output, sizes, differentiable=True)
+        loss_si = F.cross_entropy(self._fused_logits(seq_output, pos_items) / self.temperature, labels)
+        loss_ss = F.cross_entropy(seq_output @ aug_output.t() / self.temperature, labels)
+        return scale * (loss_si + self.lam * loss_ss) + self.gamma * world * reg
+
+
+def _gather_sizes(n_local, device):
+    """Batch sizes of all ranks."""
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([n_local], device=device))
+    return [int(size) for size in sizes]
+
+
+def _gather_rows(tensor, sizes, differentiable):
+    """Concatenate every rank's ``tensor`` (rows ``sizes[r]``) in rank order; gradients flow back to each
+    rank's own rows when ``differentiable``."""
+    padding = [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.size(0)]
+    padded = F.pad(tensor, padding)
+    if differentiable:
+        from torch.distributed.nn.functional import all_gather
+
+        parts = all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)

@@ -1,0 +1,321 @@
+"""MISSRec on tiny pre-split multi-modal datasets written per test (and a slice of ml-100k_mm).
+
+Formulas are checked against float64 hand computations from the model's own parameters; training runs
+through RecBole's real dataloaders, trainer and evaluator.
+"""
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_mm.config import Config
+from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
+from recbole_mm.data.utils import create_dataset, data_preparation
+from recbole_mm.errors import FeatureFileError, RecBoleMMError
+from recbole_mm.model.sequential_recommender.missrec import MISSRec
+from recbole_mm.quick_start import load_data_and_model
+from recbole_mm.trainer import MISSRecTrainer
+from recbole_mm.utils import get_trainer
+
+N_ITEMS, DIM, N_GROUPS = 24, 8, 4
+ML100K = os.path.join(os.path.dirname(__file__), "..", "..", "dataset", "ml-100k_mm")
+
+TINY = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "n_heads": 2,
+    "plm_size": DIM,
+    "img_size": DIM,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "train_batch_size": 32,
+    "eval_batch_size": 64,
+    "epochs": 1,
+    "metrics": ["HIT", "NDCG"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+    "eval_args": {"order": "TO", "mode": "full", "group_by": "user"},
+    "benchmark_filename": ["train", "valid", "test"],
+    "alias_of_item_id": ["item_id_list"],
+    "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+    "show_progress": False,
+    "use_gpu": False,
+}
+
+
+def write_synthetic(directory, name="syn", n_users=40, aug=False):
+    """Items in 4 groups (features = group centre + noise); each user walks through one group."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(N_GROUPS, DIM))
+    group = np.arange(N_ITEMS) % N_GROUPS
+    text = centres[group] + 0.3 * rng.normal(size=(N_ITEMS, DIM))
+    image = -centres[group] + 0.3 * rng.normal(size=(N_ITEMS, DIM))
+    image[3] = 0  # item 3 has no image
+    sequences = []
+    for user in range(n_users):
+        members = np.flatnonzero(group == user % N_GROUPS)
+        start = rng.integers(len(members))
+        sequences.append([int(members[(start + k) % len(members)]) for k in range(5 + user % 4)])
+    write_inter_files(str(directory), name, leave_one_out(sequences, max_history=10))
+    write_feature_file(os.path.join(directory, f"{name}.feat1CLS"), text, "synthetic")
+    write_feature_file(os.path.join(directory, f"{name}.feat3CLS"), image, "synthetic")
+    if aug:
+        write_feature_file(os.path.join(directory, f"{name}.feat2CLS"), text + 0.1, "synthetic")
+
+
+def make_config(tmp_path, name="syn", **extra):
+    base = {**TINY, "data_path": str(tmp_path), "checkpoint_dir": str(tmp_path / "saved")}
+    return Config(model="MISSRec", dataset=name, config_dict={**base, **extra})
+
+
+def build(tmp_path, **extra):
+    if not (tmp_path / "syn").exists():
+        write_synthetic(tmp_path / "syn")
+    config = make_config(tmp_path, **extra)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    model = MISSRec(config, train_data.dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+def first_batch(loader):
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def reference_dedup(seqs, lookups):
+    """The reference's per-sequence loop: torch.unique over both modalities, right-padded with 0."""
+    rows = [torch.unique(torch.cat([lookup[seq] for lookup in lookups])) for seq in seqs]
+    width = max(len(r) for r in rows)
+    return torch.stack([F.pad(r, (0, width - len(r))) for r in rows])
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_shapes_and_interest_tables(tmp_path):
+    config, model, train_data, _, _ = build(tmp_path)
+    assert get_trainer(config["MODEL_TYPE"], "MISSRec") is MISSRecTrainer
+    n_items = train_data.dataset.item_num
+    assert model.n_items == n_items == N_ITEMS + 1
+    tokens = (n_items - 1) * 2
+    assert model.n_interests == math.ceil(0.5 * tokens)
+    model.discover_interests(0)
+    assert model.interest_embeddings.shape == (model.n_interests + 1, 16)
+    assert torch.all(model.interest_embeddings[0] == 0)
+    for table in (model.plm_interest_lookup_table, model.img_interest_lookup_table):
+        assert table[0] == 0 and table[1:].min() >= 1 and table.max() <= model.n_interests
+
+    batch = first_batch(train_data)
+    seq, seq_len = batch["item_id_list"], batch["item_length"]
+    out, memory, pad = model(seq, seq_len)
+    assert out.shape == (len(seq), 16)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(len(seq)))
+    assert memory.shape[:2] == pad.shape and memory.shape[0] == len(seq)
+    loss = model.calculate_loss(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert model.text_adaptor.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        assert scores.shape == (len(seq), n_items)
+        model.item_chunk_size = 5  # chunked catalogue gives the same scores
+        assert torch.allclose(model.full_sort_predict(batch), scores, atol=1e-6)
+        batch.interaction["item_id"] = batch["item_id"]
+        pred = model.predict(batch)
+        assert pred.shape == (len(seq),)
+        assert torch.allclose(pred, scores[torch.arange(len(seq)), batch["item_id"]], atol=1e-5)
+
+
+def test_dedup_matches_reference_loop(tmp_path):
+    _, model, _, _, _ = build(tmp_path)
+    generator = torch.Generator().manual_seed(1)
+    for trial in range(5):
+        model.plm_interest_lookup_table[1:] = torch.randint(1, 6, (N_ITEMS,), generator=generator)
+        model.img_interest_lookup_table[1:] = torch.randint(1, 9, (N_ITEMS,), generator=generator)
+        lengths = torch.randint(1, 11, (7,), generator=generator)
+        lengths[0] = 10  # one full sequence: no PAD, so no interest 0 unless ... never
+        seqs = torch.randint(1, N_ITEMS + 1, (7, 10), generator=generator)
+        seqs[torch.arange(10).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+        expected = reference_dedup(seqs, [model.plm_interest_lookup_table, model.img_interest_lookup_table])
+        assert torch.equal(model.interest_ids(seqs), expected)
+    hand = torch.tensor([[3, 3, 0], [1, 2, 0]])  # hand-made: item 3 and item 1/2 with known ids
+    model.plm_interest_lookup_table[1:4] = torch.tensor([5, 2, 7])
+    model.img_interest_lookup_table[1:4] = torch.tensor([2, 2, 1])
+    # row 0: items 3,3,PAD -> ids {7, 1, 0} sorted; row 1: items 1,2,PAD -> {5, 2, 0}
+    assert model.interest_ids(hand).tolist() == [[0, 1, 7], [0, 2, 5]]
+
+
+@pytest.mark.parametrize("stage", ["transductive_ft", "inductive_ft"])
+def test_fusion_and_id_mix_by_hand(tmp_path, stage):
+    _, model, _, _, _ = build(tmp_path, train_stage=stage)
+    model.eval()
+    with torch.no_grad():
+        model.fusion_factor.fill_(0.7)
+    s = F.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    items = torch.tensor([1, 4, 9, 24])
+    got = model.item_logits(s, items).double()
+
+    s64 = s.double()
+    z = []
+    for modality, adaptor in (("text", model.text_adaptor), ("image", model.img_adaptor)):
+        feats = getattr(model.features, modality)[items].double()
+        emb = feats @ adaptor.weight.double().t() + adaptor.bias.double()
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        z.append(s64 @ emb.t())
+    z_t, z_i = z
+    w_t = torch.exp(0.7 * z_t) / (torch.exp(0.7 * z_t) + torch.exp(0.7 * z_i))
+    fused = w_t * z_t + (1 - w_t) * z_i
+    if stage == "transductive_ft":
+        e_id = model.item_embedding.weight[items].double()
+        fused = (s64 @ (e_id / e_id.norm(dim=-1, keepdim=True)).t() + 2 * fused) / 3
+    assert torch.allclose(got, fused / 0.07, atol=1e-5)
+    assert (model.item_embedding is None) == (stage == "inductive_ft")
+
+
+def test_static_fusion_is_mean(tmp_path):
+    _, model, _, _, _ = build(tmp_path, train_stage="inductive_ft", item_mm_fusion="static")
+    s = F.normalize(torch.randn(2, 16), dim=-1)
+    items = torch.tensor([2, 3, 5])
+    with torch.no_grad():
+        per_modality = [
+            s @ F.normalize(model.adaptor(m)(getattr(model.features, m)[items]), dim=-1).t() for m in model.modalities
+        ]
+        assert torch.allclose(model.item_logits(s, items), (per_modality[0] + per_modality[1]) / 2 / 0.07, atol=1e-6)
+
+
+SPEC_TRAINABLE = {  # spec section 2.8
+    ("transductive_ft", False): {
+        "fusion_factor", "item_embedding", "position_embedding", "trm_model", "LayerNorm", "text_adaptor", "img_adaptor"
+    },
+    ("inductive_ft", False): {"fusion_factor", "position_embedding", "trm_model", "LayerNorm", "text_adaptor", "img_adaptor"},
+    ("transductive_ft", True): {"fusion_factor", "item_embedding", "LayerNorm", "text_adaptor", "img_adaptor"},
+    ("inductive_ft", True): {"fusion_factor", "LayerNorm", "text_adaptor", "img_adaptor"},
+}
+
+
+def test_trainable_parameters_per_setting(tmp_path):
+    _, source, _, _, _ = build(tmp_path, train_stage="inductive_ft")
+    with torch.no_grad():
+        for param in source.parameters():
+            param.add_(1.0)  # distinguishable from a fresh init
+    checkpoint = str(tmp_path / "pretrained.pth")
+    torch.save({"config": {"model": "MISSRec"}, "state_dict": source.state_dict()}, checkpoint)
+    for (stage, pretrained), expected in SPEC_TRAINABLE.items():
+        extra = {"train_stage": stage, "pretrained_path": checkpoint if pretrained else None}
+        _, model, _, _, _ = build(tmp_path, **extra)
+        trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+        frozen = {name.split(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
+        assert trainable == expected, (stage, pretrained)
+        assert frozen == ({"position_embedding", "trm_model"} if pretrained else set())
+        if pretrained:
+            own, src = model.state_dict(), source.state_dict()
+            for key in ("trm_model.decoder.norm.weight", "text_adaptor.weight", "position_embedding.weight"):
+                assert torch.equal(own[key], src[key])
+
+
+def test_checkpoint_round_trip_restores_scores_and_interests(tmp_path):
+    config, model, train_data, valid_data, test_data = build(tmp_path)
+    trainer = MISSRecTrainer(config, model)
+    trainer.fit(train_data, valid_data, verbose=False, saved=True)
+    assert int(model.interest_epoch) == 0  # discovered before epoch 0
+    batch = first_batch(test_data)
+    model.eval()
+    with torch.no_grad():
+        expected = model.full_sort_predict(batch)
+
+    _, loaded, _, _, _, loaded_test = load_data_and_model(trainer.saved_model_file)
+    for name in ("interest_embeddings", "plm_interest_lookup_table", "img_interest_lookup_table"):
+        assert torch.equal(getattr(loaded, name), getattr(model, name))
+    with torch.no_grad():
+        assert torch.equal(loaded.full_sort_predict(first_batch(loaded_test)), expected)
+        loaded.discover_interests(7)  # other interest tables give other scores: the tables matter
+        assert not torch.allclose(loaded.full_sort_predict(batch), expected)
+
+
+def test_kmeans_modes_give_valid_tables(tmp_path):
+    _, model, _, _, _ = build(tmp_path, kmeans_faithful=False, kmeans_iters=5)
+    model.discover_interests(0)
+    centroids = model.interest_embeddings[1:]
+    assert (centroids < 0).any()  # proper k-means keeps signs (the faithful one has |x| centroids)
+    tokens = torch.cat([model.item_tokens("text"), model.item_tokens("image")])
+    labels = torch.cat([model.plm_interest_lookup_table[1:], model.img_interest_lookup_table[1:]]) - 1
+    # each token's centroid is no farther than any other centroid (Lloyd's fixed point after assignment)
+    nearest = (tokens.unsqueeze(1) - centroids.unsqueeze(0)).norm(dim=-1).min(dim=1).values
+    assert torch.allclose((tokens - centroids[labels]).norm(dim=1), nearest, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_bad_inputs_raise_before_training(tmp_path):
+    with pytest.raises(RecBoleMMError, match="n_layers"):
+        build(tmp_path, n_layers=3)
+    with pytest.raises(RecBoleMMError, match="modal_type"):
+        build(tmp_path, modal_type="both")
+    with pytest.raises(RecBoleMMError, match=r"missing \['image'\]"):
+        build(tmp_path, modalities=["text"])  # dataset without images, model asks for img_text
+    with pytest.raises(FeatureFileError, match="does not exist"):
+        build(tmp_path, img_suffix="feat9CLS")
+    with pytest.raises(FeatureFileError, match="dim"):
+        build(tmp_path, plm_size=10)
+    with pytest.raises(RecBoleMMError, match="does not exist"):
+        build(tmp_path, pretrained_path=str(tmp_path / "nope.pth"))
+    other = str(tmp_path / "sasrec.pth")
+    torch.save({"config": {"model": "SASRec"}, "state_dict": {}}, other)
+    with pytest.raises(RecBoleMMError, match="not a MISSRec checkpoint"):
+        build(tmp_path, pretrained_path=other)
+    _, model, _, _, _ = build(tmp_path, modalities=["text"], modal_type="text")  # text-only is fine
+    assert model.modalities == ("text",) and not hasattr(model, "fusion_factor")
+
+
+# ---------------------------------------------------------------------------------------------------
+def write_ml100k_slice(directory, n_users=50, max_history=20, train_rows=30):
+    """The first ``n_users`` users of ml-100k_mm (histories cut to the last ``max_history`` items, the last
+    ``train_rows`` training rows per user), with its feature files."""
+    name = "ml-100k_mm"
+    os.makedirs(directory / name)
+    for part in ("train", "valid", "test"):
+        per_user = {}
+        with open(os.path.join(ML100K, f"{name}.{part}.inter")) as src:
+            header = src.readline()
+            for line in src:
+                user, history, item = line.rstrip("\n").split("\t")
+                if int(user) < n_users:
+                    short = " ".join(history.split()[-max_history:])
+                    per_user.setdefault(user, []).append(f"{user}\t{short}\t{item}\n")
+        with open(directory / name / f"{name}.{part}.inter", "w") as dst:
+            dst.write(header)
+            for lines in per_user.values():
+                dst.writelines(lines[-train_rows:])
+    for suffix in ("feat1CLS", "feat3CLS"):
+        shutil.copy(os.path.join(ML100K, f"{name}.{suffix}"), directory / name / f"{name}.{suffix}")
+
+
+@pytest.mark.skipif(not os.path.isdir(ML100K), reason="ml-100k_mm not built")
+def test_short_ml100k_run_beats_untrained(tmp_path):
+    write_ml100k_slice(tmp_path)
+    extra = {
+        "data_path": str(tmp_path),
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "hidden_size": 32,
+        "inner_size": 32,
+        "epochs": 3,
+        "train_batch_size": 128,
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "show_progress": False,
+        "seed": 2020,
+    }
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_dict=extra)
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    model = MISSRec(config, train_data.dataset)
+    trainer = MISSRecTrainer(config, model)
+    untrained = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
+    _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
+    print(f"untrained NDCG@10 {untrained:.4f}, trained {best['ndcg@10']:.4f}")
+    assert best["ndcg@10"] > untrained + 0.01, (best, untrained)
