@@ -143,7 +143,7 @@ def assign_pass(
                         flat = flat.masked_fill(~real, n_batch * k)
                     flat = flat.flatten()
                     sums.index_add_(0, flat, block.reshape(-1, dim))
-                    counts += torch.bincount(flat, minlength=n_batch * k + 1)
+                    counts.index_add_(0, flat, torch.ones_like(flat))  # bincount would sync with the host on CUDA
     if not want_sums:
         return PassResult(labels, None, None, dist)
     return PassResult(

@@ -89,5 +89,5 @@ def kmeans(
         n_iter=n_iter, tol=tol, init=init, cosine=distance == "cosine", empty=empty, seed=seed,
         budget=memory_budget_bytes, minibatch_size=minibatch_size, precision=precision, device=device,
     )
-    run = backends.resolve(backend, problem, options)
+    run = backends.resolve(backend, problem, k, options)
     return run(problem, k, explicit, **options)

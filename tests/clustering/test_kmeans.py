@@ -214,11 +214,11 @@ def test_auto_backend_logs_missing_cupy_once(caplog, monkeypatch):
     problem = check_problem(torch.zeros(2, 5, 3), 2)
     options = {"device": torch.device("cuda")}
     with caplog.at_level(logging.INFO, logger="recbole_mm.clustering.backends"):
-        assert backends.resolve("auto", problem, options) is backends.torch_kmeans
-        assert backends.resolve("auto", problem, options) is backends.torch_kmeans
+        assert backends.resolve("auto", problem, 2, options) is backends.torch_kmeans
+        assert backends.resolve("auto", problem, 2, options) is backends.torch_kmeans
     assert len([r for r in caplog.records if "cupy" in r.getMessage()]) == 1
     with pytest.raises(ClusteringError, match="not installed"):
-        backends.resolve("cupy", problem, options)
+        backends.resolve("cupy", problem, 2, options)
 
 
 def _nan():
@@ -275,3 +275,51 @@ def test_backend_asked_by_name_but_missing_or_unsupported():
     else:
         with pytest.raises(ClusteringError, match="'cupy' was asked for but is not installed"):
             kmeans(x, 2, backend="cupy")
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_matches_cpu_in_float64():
+    x = random_data(3000, 16)
+    cpu = kmeans(x, 40, n_iter=8, seed=0)
+    gpu = kmeans(x.cuda(), 40, n_iter=8, seed=0, memory_budget_bytes=2**16)
+    assert torch.equal(cpu.labels, gpu.labels.cpu())
+    torch.testing.assert_close(cpu.centroids, gpu.centroids.cpu(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_tf32_inertia_within_half_percent_of_float64_lloyd():
+    x = random_data(50_000, 64, dtype=torch.float32).cuda()
+    fast = kmeans(x, 512, n_iter=10, seed=0)  # TF32 products by default on CUDA
+    start = kmeans(x, 512, n_iter=0, seed=0).centroids
+    exact = kmeans(x.double().cpu(), 512, n_iter=10, init=start.double().cpu())
+    assert fast.inertia / exact.inertia < 1.005
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cpu_data_streams_through_cuda():
+    x = random_data(20_000, 32, dtype=torch.float32)
+    streamed = kmeans(x, 100, n_iter=5, device="cuda", memory_budget_bytes=2**20, precision="highest")
+    resident = kmeans(x.cuda(), 100, n_iter=5, precision="highest")
+    assert streamed.centroids.is_cuda
+    assert (streamed.labels == resident.labels).float().mean() > 0.999
+    assert streamed.inertia == pytest.approx(resident.inertia, rel=1e-4)
+    mini = kmeans(x, 100, n_iter=2, device="cuda", minibatch_size=4096)
+    assert mini.inertia < 1.05 * resident.inertia
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_batched_equals_loop():
+    x = random_data(8 * 60 * 6, 1).view(8, 60, 6).cuda()
+    mask = torch.rand(8, 60, generator=torch.Generator().manual_seed(0)) > 0.3
+    init = torch.stack([x[b][mask[b].cuda()][:4] for b in range(8)])
+    res = kmeans(x, 4, n_iter=6, init=init, mask=mask.cuda())
+    for b in range(8):
+        single = kmeans(x[b][mask[b].cuda()], 4, n_iter=6, init=init[b])
+        assert torch.equal(res.labels[b][mask[b].cuda()], single.labels)

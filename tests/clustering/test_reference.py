@@ -120,3 +120,13 @@ def test_init_comes_from_first_minibatch():
 def test_bad_input(args, kwargs, message):
     with pytest.raises(ClusteringError, match=message):
         kmeans_reference(*args, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    x = torch.randn(5000, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cpu = kmeans_reference(x, 300)
+    gpu = kmeans_reference(x.cuda(), 300)
+    assert torch.equal(cpu.labels, gpu.labels.cpu())
+    torch.testing.assert_close(cpu.centroids, gpu.centroids.cpu(), rtol=1e-10, atol=1e-10)

@@ -11,7 +11,10 @@ from recbole_mm.clustering.backends.torch_backend import torch_kmeans
 from recbole_mm.clustering.result import ClusteringError
 
 logger = logging.getLogger(__name__)
-_INSTALL = {"faiss": "pip install faiss-cpu (extra recbole_mm[faiss])", "cupy": "pip install cupy-cuda12x or cupy-cuda13x (extra recbole_mm[gpu])"}
+_INSTALL = {
+    "faiss": "pip install faiss-cpu (extra recbole_mm[faiss])",
+    "cupy": "pip install cupy-cuda12x or cupy-cuda13x (extra recbole_mm[gpu])",
+}
 _fallback_logged = set()
 
 
@@ -28,7 +31,7 @@ def _load(name: str):
     return importlib.import_module(f"recbole_mm.clustering.backends.{name}_backend")
 
 
-def resolve(backend: str, problem, options: dict):
+def resolve(backend: str, problem, k: int, options: dict):
     """The function that runs ``backend`` on ``problem``.
 
     A backend asked for by name must be installed and must support the options, else :class:`ClusteringError`.
@@ -46,11 +49,11 @@ def resolve(backend: str, problem, options: dict):
                 logger.info("k-means: cupy is not installed, using the torch backend (%s)", _INSTALL["cupy"])
             return torch_kmeans
         module = _load("cupy")
-        return module.cupy_kmeans if module.unsupported(problem, options) is None else torch_kmeans
+        return module.cupy_kmeans if module.unsupported(problem, k, options) is None else torch_kmeans
     if not available(backend):
         raise ClusteringError(f"backend: '{backend}' was asked for but is not installed; {_INSTALL[backend]}")
     module = _load(backend)
-    reason = module.unsupported(problem, options)
+    reason = module.unsupported(problem, k, options)
     if reason is not None:
         raise ClusteringError(f"backend: '{backend}' cannot run this problem: {reason}; use backend='torch'")
     return getattr(module, f"{backend}_kmeans")

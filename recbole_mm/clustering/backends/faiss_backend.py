@@ -1,8 +1,8 @@
 """faiss-cpu backend: faiss's Lloyd iterations on CPU, seeded with the same initial centroids as the torch
 backend, over all points (``max_points_per_centroid`` is lifted so faiss does not subsample).
 
-faiss re-seeds an empty cluster by splitting a large one (its own policy), so ``empty`` must stay ``'keep'``
-only in name: the run is not the torch ``'keep'`` policy when a cluster empties.
+faiss re-seeds an empty cluster by splitting a large one (its own policy, whatever ``empty`` says); the backend
+accepts only ``empty='keep'`` and its result differs from the torch backend's once a cluster empties.
 """
 
 from typing import Optional
@@ -10,10 +10,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from recbole_mm.clustering.assign import default_budget
 from recbole_mm.clustering.backends.torch_backend import final_assignment, initial_centroids
 
 
-def unsupported(problem, options) -> Optional[str]:
+def unsupported(problem, k: int, options) -> Optional[str]:
     """Why faiss cannot run these options, or ``None``."""
     if problem.batched:
         return "batched input [B, n, d] (faiss clusters one problem)"
@@ -35,8 +36,9 @@ def faiss_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed
     import faiss
 
     dtype = torch.float32
+    budget = budget or default_budget(device)
     generator = torch.Generator().manual_seed(seed)
-    start = initial_centroids(problem, k, init, explicit, generator, device, dtype, cosine, budget or 2**25)[0]
+    start = initial_centroids(problem, k, init, explicit, generator, device, dtype, cosine, budget)[0]
     points = problem.x[0].to(dtype)
     if cosine:
         points = torch.nn.functional.normalize(points, dim=-1)
@@ -51,5 +53,5 @@ def faiss_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed
         model.train(data, init_centroids=np.ascontiguousarray(start.numpy()))
         centroids = torch.from_numpy(model.centroids.copy())
     return final_assignment(
-        problem, centroids.unsqueeze(0), n_iter, cosine=cosine, budget=budget or 2**25, precision="highest"
+        problem, centroids.unsqueeze(0), n_iter, cosine=cosine, budget=budget, precision="highest"
     )
