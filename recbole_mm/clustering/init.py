@@ -62,7 +62,7 @@ def kmeanspp_init(x, mask, k: int, generator: torch.Generator, device, dtype, co
             block = load_block(x, 0, n_batch, r0, min(r0 + rows, n_points), device, dtype, cosine)
             d = (block - last).pow(2).sum(-1).double()
             nearest[:, r0 : r0 + rows] = torch.minimum(nearest[:, r0 : r0 + rows], d)
-        weights = nearest * real
+        weights = torch.where(real > 0, nearest, torch.zeros_like(nearest))  # padding may hold NaN
         total = weights.sum(1, keepdim=True)
         weights = torch.where(total > 0, weights, real)
         u = torch.rand(n_batch, generator=generator, dtype=torch.float64)

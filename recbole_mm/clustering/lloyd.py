@@ -18,11 +18,12 @@ def _finish(centroids: torch.Tensor, cosine: bool) -> torch.Tensor:
     return F.normalize(centroids, dim=-1) if cosine else centroids
 
 
-def reseed_farthest(x, centroids, empty: torch.Tensor, dist: torch.Tensor, cosine: bool) -> torch.Tensor:
+def reseed_farthest(x, mask, centroids, empty: torch.Tensor, dist: torch.Tensor, cosine: bool) -> torch.Tensor:
     """Move the empty clusters of each problem onto its farthest points.
 
     Args:
         x: ``[B, n, d]`` data.
+        mask: bool ``[B, n]`` real points, or ``None``.
         centroids: ``[B, k, d]`` updated centroids (rows of empty clusters are replaced).
         empty: bool ``[B, k]``.
         dist: ``[B, n]`` float64 squared distance of each point to the centroid it was assigned to (0 at padding).
@@ -35,6 +36,8 @@ def reseed_farthest(x, centroids, empty: torch.Tensor, dist: torch.Tensor, cosin
     most = int(n_empty.max())
     if most == 0:
         return centroids
+    if mask is not None:
+        dist = dist.masked_fill(~mask.to(dist.device), -1.0)  # padding is never chosen
     # stable descending order: ties broken by the lower point index
     order = torch.sort(dist, dim=1, descending=True, stable=True).indices[:, :most]
     b_idx, c_idx = empty.nonzero(as_tuple=True)
@@ -46,13 +49,13 @@ def reseed_farthest(x, centroids, empty: torch.Tensor, dist: torch.Tensor, cosin
     return centroids
 
 
-def _update(centroids, sums, counts, empty_policy, x, dist, cosine):
+def _update(centroids, sums, counts, empty_policy, x, mask, dist, cosine):
     """Lloyd update: mean of each non-empty cluster; empty ones kept or re-seeded."""
     empty = counts == 0
     means = sums / counts.clamp(min=1).unsqueeze(-1)
     updated = _finish(torch.where(empty.unsqueeze(-1), centroids, means), cosine)
     if empty_policy == "farthest":
-        updated = reseed_farthest(x, updated, empty, dist, cosine)
+        updated = reseed_farthest(x, mask, updated, empty, dist, cosine)
     return updated
 
 
@@ -76,7 +79,7 @@ def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision):
         current = step.dist.sum(1) if want_dist else None
         if _converged(previous, current, tol):
             break
-        centroids = _update(centroids, step.sums, step.counts, empty, x, step.dist, cosine)
+        centroids = _update(centroids, step.sums, step.counts, empty, x, mask, step.dist, cosine)
         previous = current
         done += 1
     return centroids, done
@@ -114,7 +117,7 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
                 dist[:, rows] = step.dist
         current = dist.sum(1) if want_dist else None
         if empty == "farthest":
-            centroids = reseed_farthest(x, centroids, seen == 0, dist, cosine)
+            centroids = reseed_farthest(x, mask, centroids, seen == 0, dist, cosine)
         done += 1
         if _converged(previous, current, tol):
             break

@@ -99,12 +99,13 @@ def test_batched_equals_loop_of_single_runs():
         assert float(res.inertia[b]) == pytest.approx(single.inertia, rel=1e-12)
 
 
-def test_batched_random_init_uses_only_real_points():
+@pytest.mark.parametrize("init", ["random", "kmeans++"])
+def test_batched_init_uses_only_real_points(init):
     x = random_data(80, 3).view(2, 40, 3)
     mask = torch.zeros(2, 40, dtype=torch.bool)
     mask[0, :12] = True
     mask[1, 30:] = True
-    start = kmeans(x, 6, n_iter=0, mask=mask, seed=2).centroids
+    start = kmeans(x, 6, n_iter=0, mask=mask, seed=2, init=init).centroids
     for b in range(2):
         real = x[b][mask[b]]
         for c in start[b]:
@@ -173,6 +174,16 @@ def test_farthest_in_batched_mode_reseeds_per_problem():
     res = kmeans(x, 3, n_iter=1, init=init, empty="farthest")
     # problem 1: cluster 2 empty; distances [0, 0, 0, 64] -> point -3
     assert res.centroids[:, :, 0].tolist() == [[1.0, 0.0, 10.0], [(5 + 5 - 3) / 3, 7.0, -3.0]]
+
+
+def test_padding_is_never_chosen():
+    x = torch.tensor([[[float("nan")], [1.0], [1.0], [1.0]]], dtype=torch.float64)
+    mask = torch.tensor([[False, True, True, True]])
+    res = kmeans(x, 2, n_iter=1, init=torch.tensor([[[1.0], [1.0]]], dtype=torch.float64), mask=mask, empty="farthest")
+    assert res.centroids.flatten().tolist() == [1.0, 1.0]  # all distances 0: the first real point, not the padding
+    start = kmeans(x, 2, n_iter=0, init="kmeans++", mask=mask).centroids
+    assert start.flatten().tolist() == [1.0, 1.0]
+    assert torch.isfinite(res.inertia).all() and res.labels[0, 0] == -1
 
 
 def test_tolerance_stops_at_convergence():
