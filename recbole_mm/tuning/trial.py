@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -138,7 +139,9 @@ def local_trial(setup: SweepSetup, sampled: Dict[str, Any], trial_id: str, on_ep
             on_epoch(trial_id, epoch_idx + 1, float(valid_score))
 
     try:
-        result = train_trial(setup, sampled, record)
+        with warnings.catch_warnings():  # RecBole's pandas FutureWarnings, as in Ray workers (ray_tool.WORKER_ENV)
+            warnings.simplefilter("ignore", FutureWarning)
+            result = train_trial(setup, sampled, record)
     except Exception as err:  # bad config, NaN loss, OOM...: recorded, and the sweep goes on
         best = setup.best_of([s for _, s in curve])
         return TrialRecord(trial_id, dict(sampled), ERROR, curve, best, error=f"{type(err).__name__}: {err}")
