@@ -9,6 +9,7 @@ from logging import getLogger
 import pandas as pd
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
+from recbole.data.dataloader import TrainDataLoader
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
@@ -131,6 +132,11 @@ def data_preparation(config, dataset):
     r"""Split ``dataset`` and build the train/valid/test dataloaders.
 
     RecBole's split and dataloaders serve every recbole_mm model (feature tables live on the model, so
-    batches carry item ids only); this delegates to ``recbole.data.data_preparation``.
+    batches carry item ids only); this delegates to ``recbole.data.data_preparation``. A single
+    benchmark file (``benchmark_filename: [train]``, the pre-training layout) gives
+    ``(train_data, None, None)``.
     """
+    if config["benchmark_filename"] and len(config["benchmark_filename"]) == 1:
+        (train_dataset,) = dataset.build()
+        return TrainDataLoader(config, train_dataset, None, shuffle=config["shuffle"]), None, None
     return recbole_data_preparation(config, dataset)

@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbole.data.interaction import Interaction
+
 from recbole_mm.config import Config
 from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
 from recbole_mm.data.utils import create_dataset, data_preparation
@@ -47,7 +49,7 @@ TINY = {
 }
 
 
-def write_synthetic(directory, name="syn", n_users=40, aug=False):
+def write_synthetic(directory, name="syn", n_users=40, aug=False, missing_image=True):
     """Items in 4 groups (features = group centre + noise); each user walks through one group."""
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -55,7 +57,8 @@ def write_synthetic(directory, name="syn", n_users=40, aug=False):
     group = np.arange(N_ITEMS) % N_GROUPS
     text = centres[group] + 0.3 * rng.normal(size=(N_ITEMS, DIM))
     image = -centres[group] + 0.3 * rng.normal(size=(N_ITEMS, DIM))
-    image[3] = 0  # item 3 has no image
+    if missing_image:
+        image[3] = 0  # item 3 has no image
     sequences = []
     for user in range(n_users):
         members = np.flatnonzero(group == user % N_GROUPS)
@@ -319,3 +322,95 @@ def test_short_ml100k_run_beats_untrained(tmp_path):
     _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
     print(f"untrained NDCG@10 {untrained:.4f}, trained {best['ndcg@10']:.4f}")
     assert best["ndcg@10"] > untrained + 0.01, (best, untrained)
+
+
+# ---------------------------------------------------------------------------------------------------
+def pretrain_config(directory):
+    """Pre-training on the synthetic set, dropout and augmentation off (item drop with ratio 0).
+
+    Plain SGD with a large step: Adam would turn the float noise of gradients that are exactly zero in
+    theory (the key bias of attention) into full-size steps, hiding what is compared, the gradients.
+    """
+    extra = {
+        "learner": "sgd",
+        "learning_rate": 0.05,
+        "train_stage": "pretrain",
+        "benchmark_filename": ["train"],
+        "modalities": ["text", "image", "text_aug"],
+        "hidden_dropout_prob": 0.0,
+        "item_drop_ratio": 0.0,
+        "item_drop_coefficient": 1.0,
+        "pretrain_epochs": 2,
+        "save_step": 1,
+        "ckpt_suffix": "test",
+        "train_batch_size": 16,
+        "seed": 2020,
+    }
+    return make_config(directory, name="pt", **extra)
+
+
+def pretrain_worker(rank, world, directory):
+    """Pre-train once (``world`` ranks over gloo when > 1); save the final state_dict per rank."""
+    from recbole.utils import init_seed
+
+    if world > 1:
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"file://{directory / 'rendezvous'}", rank=rank, world_size=world
+        )
+    torch.set_num_threads(1)
+    config = pretrain_config(directory)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = MISSRec(config, train_data.dataset)
+    trainer = MISSRecTrainer(config, model)
+    trainer.fit(train_data, valid_data, verbose=False, saved=True)
+    torch.save(model.state_dict(), directory / f"state-{rank}-of-{world}.pt")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_pretraining_two_ranks_match_one_process(tmp_path):
+    # no missing image: its zero adaptor output (zero bias at init) gets F.normalize's 1/eps gradient,
+    # which Adam absorbs but plain SGD does not
+    write_synthetic(tmp_path / "pt", name="pt", n_users=48, aug=True, missing_image=False)
+    torch.multiprocessing.spawn(pretrain_worker, args=(2, tmp_path), nprocs=2)
+    pretrain_worker(0, 1, tmp_path)
+    rank0, rank1, single = (torch.load(tmp_path / f"state-{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), key  # the ranks really share every step
+        difference = (rank0[key].double() - single[key].double()).abs().max()
+        assert difference <= 1e-5, (key, float(difference))  # = the global batch
+    initial = MISSRec(pretrain_config(tmp_path), create_dataset(pretrain_config(tmp_path)).build()[0])
+    change = (initial.text_adaptor.weight - single["text_adaptor.weight"]).abs().max()
+    print(f"max adaptor change {float(change):.3g}, interest scale {float(single['interest_embeddings'].abs().max()):.3g}")
+    assert change > 1e-3  # it trained, by far more than the tolerance
+
+    # checkpoints every save_step epochs, named as the reference names them; PT1 fine-tuning loads one
+    checkpoint = tmp_path / "saved" / "MISSRec-pt-2-test.pth"
+    assert checkpoint.is_file() and (tmp_path / "saved" / "MISSRec-pt-1-test.pth").is_file()
+    _, model, _, _, _ = build(tmp_path, train_stage="inductive_ft", pretrained_path=str(checkpoint), data_path=str(tmp_path), dataset="pt")
+    assert torch.equal(model.trm_model.encoder.layers[0].linear1.weight, single["trm_model.encoder.layers.0.linear1.weight"])
+
+
+def test_pretraining_augmentation(tmp_path):
+    write_synthetic(tmp_path / "pt", name="pt", aug=True)
+    config = pretrain_config(tmp_path)
+    model = MISSRec(config, create_dataset(config).build()[0])
+    seq = torch.tensor([[5, 6, 7, 8, 9, 0], [3, 4, 0, 0, 0, 0]])
+    lengths = torch.tensor([5, 2])
+    model.item_drop_ratio = 0.5
+    torch.manual_seed(3)
+    new_seq, new_len, mask = model.augment(seq, lengths)
+    assert mask is None
+    for row, old, n in zip(new_seq, seq, new_len):
+        kept = row[:n].tolist()
+        assert kept[0] == old[0] and all(k in old.tolist() for k in kept)  # first item kept, order kept
+        assert kept == [i for i in old.tolist() if i in kept] and (row[n:] == 0).all()
+    model.item_drop_coefficient = 0.0  # always word drop: same items, some positions use feat2CLS
+    same_seq, same_len, mask = model.augment(seq, lengths)
+    assert torch.equal(same_seq, seq) and torch.equal(same_len, lengths) and mask.shape == seq.shape
+    loss = model.calculate_loss(
+        Interaction({"item_id_list": seq, "item_length": lengths, "item_id": torch.tensor([10, 11])})
+    )
+    assert torch.isfinite(loss)

@@ -243,14 +243,15 @@ class MISSRec(SequentialRecommender):
                 dist.broadcast(getattr(self, name), src=0)
         self.interest_epoch.fill_(epoch)
 
-    def interest_ids(self, item_seq):
+    def interest_ids(self, item_seq, width=None):
         r"""Sorted unique interest ids of each sequence over all modalities, right-padded with 0.
 
         Args:
             item_seq: ``[B, L]`` item ids (0 = PAD).
+            width: pad to at least this many columns.
 
         Returns:
-            ``[B, Nq]`` long; ``Nq`` is the largest number of distinct ids in the batch.
+            ``[B, Nq]`` long; ``Nq`` is the largest number of distinct ids in the batch (or ``width``).
         """
         ids = torch.cat([getattr(self, self._lookup_name(m))[item_seq] for m in self.modalities], dim=1)
         ids, _ = ids.sort(dim=1)
@@ -258,7 +259,8 @@ class MISSRec(SequentialRecommender):
         repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]
         order = torch.argsort(repeat.to(torch.int8), dim=1, stable=True)  # distinct ids first, in order
         n_unique = (~repeat).sum(dim=1)  # [B]
-        width = int(n_unique.max())
+        width = max(int(n_unique.max()), width or 0)
+        order = F.pad(order, (0, max(width - order.size(1), 0)), value=0)
         compact = ids.gather(1, order[:, :width])
         position = torch.arange(width, device=ids.device).unsqueeze(0)
         return compact.masked_fill(position >= n_unique.unsqueeze(1), 0)
@@ -274,20 +276,21 @@ class MISSRec(SequentialRecommender):
         return pooled.pow(2).sum() / self.hidden_size
 
     # ------------------------------------------------------------------ sequence encoder
-    def forward(self, item_seq, item_seq_len, text_aug_mask=None):
+    def forward(self, item_seq, item_seq_len, text_aug_mask=None, interest_width=None):
         r"""Encode sequences.
 
         Args:
             item_seq: ``[B, L]`` item ids.
             item_seq_len: ``[B]`` lengths.
             text_aug_mask: optional ``[B, L]`` bool; where True the word-dropped text feature replaces the text.
+            interest_width: pad the interest tokens to at least this many (the regulariser depends on it).
 
         Returns:
             ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``.
         """
         if int(self.interest_epoch) < 0:  # never clustered (an untrained model): cluster once now
             self.discover_interests()
-        interest_ids = self.interest_ids(item_seq)
+        interest_ids = self.interest_ids(item_seq, interest_width)
         memory_pad = interest_ids == 0
         memory = self.trm_model.encoder(self.interest_embeddings[interest_ids], src_key_padding_mask=memory_pad)
 
@@ -386,18 +389,26 @@ class MISSRec(SequentialRecommender):
         Under torch.distributed each rank holds a shard of the global batch: the positives and augmented
         views of all ranks are gathered (the views with gradients) as candidates, and each term is scaled so
         that the ranks' losses average to the loss of the global batch (CE terms by ``n_rank * W / N``; the
-        regulariser, a sum over the batch, by ``W``).
+        regulariser, a sum over the batch, by ``W``). The interest tokens are padded to the width of the
+        global batch, as the regulariser of a sequence depends on it.
         """
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
-        seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
-        aug_output, aug_memory, aug_pad = self.forward(*self.augment(item_seq, item_seq_len))
+        aug_seq, aug_len, aug_mask = self.augment(item_seq, item_seq_len)
+        distributed = dist.is_available() and dist.is_initialized()
+        widths = [None, None]
+        if distributed:
+            widths = torch.tensor([self.interest_ids(s).size(1) for s in (item_seq, aug_seq)], device=item_seq.device)
+            dist.all_reduce(widths, op=dist.ReduceOp.MAX)
+            widths = widths.tolist()
+        seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len, interest_width=widths[0])
+        aug_output, aug_memory, aug_pad = self.forward(aug_seq, aug_len, aug_mask, interest_width=widths[1])
         reg = self.interest_regularizer(memory, memory_pad) + self.interest_regularizer(aug_memory, aug_pad)
 
         n_local = seq_output.size(0)
         labels = torch.arange(n_local, device=seq_output.device)
         scale, world = 1.0, 1
-        if dist.is_available() and dist.is_initialized():
+        if distributed:
             world = dist.get_world_size()
             sizes = _gather_sizes(n_local, seq_output.device)
             labels = labels + sum(sizes[: dist.get_rank()])
