@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
@@ -50,6 +51,30 @@ def atomic_write(path: str, mode: str = "w") -> Iterator:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def chronological_sequences(inter: pd.DataFrame) -> Tuple[List[List[int]], List[str], List[str]]:
+    """Per-user item-index sequences in time order, with the raw ids behind the indices.
+
+    Args:
+        inter: columns ``user_id``, ``item_id`` (raw ids: strings, or ints to break ties numerically)
+            and ``timestamp`` (numeric).
+
+    Returns:
+        ``(sequences, user_ids, item_ids)``: indices follow the order of first appearance in the global
+        time order; ties in time are broken by user id, then item id, so the result does not depend on
+        the order of the input rows. Each user's sequence keeps that order.
+    """
+    inter = inter.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+    user_ids = inter["user_id"].drop_duplicates().tolist()
+    item_ids = inter["item_id"].drop_duplicates().tolist()
+    ui = inter["user_id"].map({raw: k for k, raw in enumerate(user_ids)}).to_numpy()
+    ii = inter["item_id"].map({raw: k for k, raw in enumerate(item_ids)}).to_numpy()
+    order = np.argsort(ui, kind="stable")  # group by user, keeping the global (time, user, item) order
+    ui, ii = ui[order], ii[order]
+    bounds = np.flatnonzero(np.diff(ui)) + 1
+    sequences = [chunk.tolist() for chunk in np.split(ii, bounds)] if len(ii) else []
+    return sequences, user_ids, item_ids
 
 
 def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 50) -> Dict[str, List[Tuple[int, List[int], int]]]:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from recbole_mm.data import atomic_files
 from recbole_mm.data.atomic_files import (
     atomic_write,
     leave_one_out,
@@ -53,18 +54,13 @@ def load_source(source_dir: Optional[str] = None):
 
 
 def chronological_sequences(inter: pd.DataFrame):
-    """Per-user item-index sequences in time order, with the raw ids behind the indices."""
-    inter = inter.assign(
-        t=inter["timestamp"].astype(float), u=inter["user_id"].astype(int), i=inter["item_id"].astype(int)
-    ).sort_values(["t", "u", "i"], kind="stable")
-    user_ids = inter["user_id"].drop_duplicates().tolist()
-    item_ids = inter["item_id"].drop_duplicates().tolist()
-    user_index = {raw: k for k, raw in enumerate(user_ids)}
-    item_index = {raw: k for k, raw in enumerate(item_ids)}
-    inter = inter.assign(ui=inter["user_id"].map(user_index), ii=inter["item_id"].map(item_index))
-    inter = inter.sort_values(["ui", "t", "i"], kind="stable")
-    sequences = [g.tolist() for _, g in inter.groupby("ui", sort=True)["ii"]]
-    return sequences, user_ids, item_ids
+    """Per-user item-index sequences in time order, with the raw ids behind the indices (ties broken by
+    the numeric user, then item id)."""
+    numeric = inter.assign(
+        user_id=inter["user_id"].astype(int), item_id=inter["item_id"].astype(int), timestamp=inter["timestamp"].astype(float)
+    )
+    sequences, user_ids, item_ids = atomic_files.chronological_sequences(numeric)
+    return sequences, [str(u) for u in user_ids], [str(i) for i in item_ids]
 
 
 def item_descriptions(items: pd.DataFrame, item_ids):

@@ -29,7 +29,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pandas as pd
 from tqdm import tqdm
 
-from recbole_mm.prepare.common import PrepareError, SkipReport, chronological_sequences, drop_short_users, k_core
+from recbole_mm.data.atomic_files import chronological_sequences
+from recbole_mm.prepare.common import PrepareError, SkipReport, drop_short_users, k_core
 from recbole_mm.prepare.encode import IMAGE_EXTENSIONS
 
 TEXT_FIELDS = ("title", "category", "brand")

@@ -108,29 +108,6 @@ def k_core(inter: pd.DataFrame, k: int, report: SkipReport, user: str = "user_id
     return inter
 
 
-def chronological_sequences(inter: pd.DataFrame) -> Tuple[List[List[int]], List[str], List[str]]:
-    """Per-user item-index sequences in time order, with the raw ids behind the indices.
-
-    Args:
-        inter: columns ``user_id``, ``item_id`` (raw ids as strings) and ``timestamp`` (numeric).
-
-    Returns:
-        ``(sequences, user_ids, item_ids)``: indices follow the order of first appearance in the global
-        time order; ties in time are broken by user id, then item id, so the result does not depend on
-        the order of the input rows.
-    """
-    inter = inter.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
-    user_ids = inter["user_id"].drop_duplicates().tolist()
-    item_ids = inter["item_id"].drop_duplicates().tolist()
-    ui = inter["user_id"].map({raw: k for k, raw in enumerate(user_ids)}).to_numpy()
-    ii = inter["item_id"].map({raw: k for k, raw in enumerate(item_ids)}).to_numpy()
-    order = np.argsort(ui, kind="stable")  # group by user, keeping the global (time, user, item) order
-    ui, ii = ui[order], ii[order]
-    bounds = np.flatnonzero(np.diff(ui)) + 1
-    sequences = [chunk.tolist() for chunk in np.split(ii, bounds)] if len(ii) else []
-    return sequences, user_ids, item_ids
-
-
 def drop_short_users(inter: pd.DataFrame, report: SkipReport, minimum: int = 3) -> pd.DataFrame:
     """Leave-one-out needs ``minimum`` interactions per user; fewer (possible only when k < 3) are dropped."""
     counts = inter["user_id"].map(inter["user_id"].value_counts())

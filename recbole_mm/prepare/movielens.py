@@ -14,7 +14,8 @@ from typing import Dict, Tuple
 
 import pandas as pd
 
-from recbole_mm.prepare.common import PrepareError, SkipReport, chronological_sequences, drop_short_users, k_core
+from recbole_mm.data.atomic_files import chronological_sequences
+from recbole_mm.prepare.common import PrepareError, SkipReport, drop_short_users, k_core
 
 
 def _read_dat(path: str, fields: int, report: SkipReport, what: str):

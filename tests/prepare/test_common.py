@@ -3,10 +3,10 @@ import os
 import pandas as pd
 import pytest
 
+from recbole_mm.data.atomic_files import chronological_sequences
 from recbole_mm.prepare.common import (
     PrepareError,
     SkipReport,
-    chronological_sequences,
     k_core,
     read_index_file,
     write_config,
