@@ -59,3 +59,28 @@ def test_prepared_dataset_loads_features_and_trains(tmp_path, images_for):
         result = run_recbole_mm(model=model, dataset="Lab_mm_full", config_file_list=[preset], saved=False, config_dict=tiny)
         assert set(result["test_result"]) == {"hit@5", "ndcg@5"}
         assert 0.0 <= result["test_result"]["hit@5"] <= 1.0
+
+
+def test_multi_domain_pretraining_set_loads_k_i_tokens(tmp_path):
+    food, home = tmp_path / "food", tmp_path / "home"
+    food.mkdir(), home.mkdir()
+    model_dir = save_tiny_hf_clip(str(tmp_path / "clip"))
+    argv = ["amazon", "--domain", "Food", *write_synthetic_amazon(food, n_users=12, seed=1), "--domain", "Home",
+            *write_synthetic_amazon(home, n_users=15, seed=2), "--k", "3", "--encoder", f"hf-clip:{model_dir}", "--data-path", str(tmp_path / "pt"), "--device", "cpu"]
+    assert main(argv) == 0
+    folder = tmp_path / "pt" / "FH_mm_full"
+    assert sorted(f for f in os.listdir(folder) if "feat" in f and not f.endswith(".json")) == [
+        "Food.feat1CLS", "Food.feat2CLS", "Home.feat1CLS", "Home.feat2CLS"]
+
+    from recbole_mm.config import Config
+    from recbole_mm.data.dataset import MultiModalSequentialDataset
+
+    config = Config(model="SASRec", dataset="FH_mm_full", config_file_list=[str(folder / "FH_mm_full.yaml")])
+    dataset = MultiModalSequentialDataset(config)
+    rows = {d: np.fromfile(folder / f"{d}.feat1CLS", dtype=np.float32).reshape(-1, 16) for d in ("Food", "Home")}
+    tokens = dataset.field2id_token["item_id"][1:]
+    assert {t.split("-")[0] for t in tokens} == {"0", "1"}
+    for j, token in enumerate(tokens, start=1):
+        k, row = token.split("-")
+        expected = rows[("Food", "Home")[int(k)]][int(row)]
+        assert torch.equal(dataset.mm_features["text"].table[j], torch.from_numpy(expected))
