@@ -37,8 +37,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\n{model} on {dataset}")
-    print(f"  best valid: {dict(result['best_valid_result'])}")
-    print(f"  test:       {dict(result['test_result'])}")
+    for label, metrics in [("best valid", result["best_valid_result"]), ("test", result["test_result"])]:
+        print(f"  {label:<10}  " + "  ".join(f"{name} {float(value):.4f}" for name, value in metrics.items()))
     return 0
 
 
