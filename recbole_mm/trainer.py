@@ -29,11 +29,21 @@ class MISSRecTrainer(Trainer):
     def __init__(self, config, model):
         super(MISSRecTrainer, self).__init__(config, model)
         self.world_size = 1
+        if config["single_spec"] and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+            self._join_launcher_group()
         if config["single_spec"] and dist.is_available() and dist.is_initialized():
             self.world_size = dist.get_world_size()
             for param in self.model.parameters():
                 if param.requires_grad:
                     param.register_post_accumulate_grad_hook(self._average_gradient)
+
+    def _join_launcher_group(self):
+        """Started by torchrun (WORLD_SIZE, RANK, LOCAL_RANK set): join its group, one GPU per process."""
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device)
+            self.model.to(self.device)
+        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
 
     def _average_gradient(self, param):
         dist.all_reduce(param.grad)
@@ -76,7 +86,7 @@ class MISSRecTrainer(Trainer):
             if saved and (epoch_idx + 1) % self.config["save_step"] == 0:
                 self.saved_model_file = self.pretrained_model_file(epoch_idx)
                 self._save_checkpoint(epoch_idx, verbose=verbose)
-        return self.best_valid_score, self.best_valid_result
+        return self.best_valid_score, {}
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data is None:  # pre-training has no validation or test split
