@@ -50,12 +50,24 @@ def bench_text(args):
     raw = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        encode_file(os.path.join(tmp, "x.feat1CLS"), texts, lambda b, r: encoder.encode(b), encoder.dim, encoder.name,
-                    SkipReport("bench"), chunk_rows=args.chunk_rows, print_fn=lambda *_: None)
+        encode_file(
+            os.path.join(tmp, "x.feat1CLS"),
+            texts,
+            lambda b, r: encoder.encode(b),
+            encoder.dim,
+            encoder.name,
+            SkipReport("bench"),
+            chunk_rows=args.chunk_rows,
+            print_fn=lambda *_: None,
+        )
         pipeline = time.perf_counter() - start
-    print(f"text, MiniLM on {encoder.device}, {args.items:,} items, batch {args.batch_size}, torch threads {torch_threads()}")
+    print(
+        f"text, MiniLM on {encoder.device}, {args.items:,} items, batch {args.batch_size}, torch threads {torch_threads()}"
+    )
     print(f"  encoder.encode        {args.items / raw:9.1f} items/s  ({raw:.2f} s)")
-    print(f"  prepare encode path   {args.items / pipeline:9.1f} items/s  ({pipeline:.2f} s)  ratio pipeline/raw time {pipeline / raw:.2f}")
+    print(
+        f"  prepare encode path   {args.items / pipeline:9.1f} items/s  ({pipeline:.2f} s)  ratio pipeline/raw time {pipeline / raw:.2f}"
+    )
 
 
 def torch_threads():
@@ -74,17 +86,40 @@ def write_amazon(folder, n_reviews, seed=0):
     reviews, ratings = os.path.join(folder, "reviews.json.gz"), os.path.join(folder, "ratings.csv")
     with gzip.open(reviews, "wt", encoding="utf-8", compresslevel=1) as rf, open(ratings, "w") as cf:
         for u, i, t in zip(users, items, times):
-            rf.write(json.dumps({"overall": 5.0, "verified": True, "reviewTime": "01 1, 2018", "reviewerID": f"A{u:09d}",
-                                 "asin": f"B{i:09d}", "reviewerName": "x", "reviewText": "Works as described, would buy again.",
-                                 "summary": "Good", "unixReviewTime": int(t)}) + "\n")
+            rf.write(
+                json.dumps(
+                    {
+                        "overall": 5.0,
+                        "verified": True,
+                        "reviewTime": "01 1, 2018",
+                        "reviewerID": f"A{u:09d}",
+                        "asin": f"B{i:09d}",
+                        "reviewerName": "x",
+                        "reviewText": "Works as described, would buy again.",
+                        "summary": "Good",
+                        "unixReviewTime": int(t),
+                    }
+                )
+                + "\n"
+            )
             cf.write(f"B{i:09d},A{u:09d},5.0,{int(t)}\n")
     meta = os.path.join(folder, "meta.json.gz")
     with gzip.open(meta, "wt", encoding="utf-8", compresslevel=1) as f:
         for i in range(n_items):
             if i % 50 == 49:
                 continue  # a few items without metadata
-            f.write(json.dumps({"asin": f"B{i:09d}", "title": f"Product {i}", "category": ["Industrial & Scientific", "Lab"],
-                                "brand": "Acme", "imageURLHighRes": [f"https://example.invalid/{i}.jpg"]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "asin": f"B{i:09d}",
+                        "title": f"Product {i}",
+                        "category": ["Industrial & Scientific", "Lab"],
+                        "brand": "Acme",
+                        "imageURLHighRes": [f"https://example.invalid/{i}.jpg"],
+                    }
+                )
+                + "\n"
+            )
     return reviews, ratings, meta
 
 
@@ -113,11 +148,15 @@ def bench_amazon(args):
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         reviews, ratings, meta = write_amazon(tmp, args.reviews)
-        print(f"amazon step, {args.reviews:,} synthetic reviews (written in {time.perf_counter() - start:.1f} s; "
-              f"review file {os.path.getsize(reviews) / 2**20:.0f} MiB gzip, ratings {os.path.getsize(ratings) / 2**20:.0f} MiB)")
+        print(
+            f"amazon step, {args.reviews:,} synthetic reviews (written in {time.perf_counter() - start:.1f} s; "
+            f"review file {os.path.getsize(reviews) / 2**20:.0f} MiB gzip, ratings {os.path.getsize(ratings) / 2**20:.0f} MiB)"
+        )
         walls = {}
         for form, source in (("ratings CSV", ratings), ("review JSON.gz", reviews)):
-            wall, peak, out = run_child(["amazon", "--domain", "X", source, meta, "--data-path", os.path.join(tmp, form[:3]), "--no-encode"])
+            wall, peak, out = run_child(
+                ["amazon", "--domain", "X", source, meta, "--data-path", os.path.join(tmp, form[:3]), "--no-encode"]
+            )
             walls[form] = wall
             print(f"  {form:15s} wall {wall:7.1f} s   peak RSS {peak:7.0f} MiB")
             print(f"    {out[0][:400]}")
@@ -139,7 +178,10 @@ def bench_images(args):
         os.makedirs(image_dir)
         rng = np.random.default_rng(0)
         ramp = np.linspace(0, 200, args.size)
-        smooth = np.stack([ramp[:, None] + 0 * ramp[None, :], ramp[None, :] + 0 * ramp[:, None], (ramp[:, None] + ramp[None, :]) / 2], axis=-1)
+        smooth = np.stack(
+            [ramp[:, None] + 0 * ramp[None, :], ramp[None, :] + 0 * ramp[:, None], (ramp[:, None] + ramp[None, :]) / 2],
+            axis=-1,
+        )
         base = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)  # photo-like: smooth + grain
         ids = [f"I{k:07d}" for k in range(args.images)]
         for k, item in enumerate(ids):  # one picture shifted per image, so every file differs
@@ -153,13 +195,26 @@ def bench_images(args):
                 pass
             decode = time.perf_counter() - start
         start = time.perf_counter()
-        encode_dataset(tmp, "B", encoder, text=False, image_dir=image_dir, chunk_rows=args.chunk_rows, workers=args.workers,
-                       draft=args.jpeg_draft, print_fn=lambda *_: None)
+        encode_dataset(
+            tmp,
+            "B",
+            encoder,
+            text=False,
+            image_dir=image_dir,
+            chunk_rows=args.chunk_rows,
+            workers=args.workers,
+            draft=args.jpeg_draft,
+            print_fn=lambda *_: None,
+        )
         total = time.perf_counter() - start
-    print(f"images, {encoder.name} on {device}, {args.images:,} JPEGs of {args.size} px, workers {args.workers or os.cpu_count()}, "
-          f"batch {args.batch_size}, draft {args.jpeg_draft}")
+    print(
+        f"images, {encoder.name} on {device}, {args.images:,} JPEGs of {args.size} px, workers {args.workers or os.cpu_count()}, "
+        f"batch {args.batch_size}, draft {args.jpeg_draft}"
+    )
     print(f"  decode only (pool)        {args.images / decode:9.1f} images/s")
-    print(f"  end-to-end encode path    {args.images / total:9.1f} images/s  ratio end-to-end/decode time {total / decode:.2f}")
+    print(
+        f"  end-to-end encode path    {args.images / total:9.1f} images/s  ratio end-to-end/decode time {total / decode:.2f}"
+    )
 
 
 def main():

@@ -69,7 +69,7 @@ class _ClipBase:
 
     @torch.no_grad()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 ``[b, size, size, 3]`` (from :func:`recbole_mm.encoders.images.decode_image`) -> ``[b, dim]`` float32."""
+        """uint8 ``[b, size, size, 3]`` (from :func:`~recbole_mm.encoders.images.decode_image`) -> ``[b, dim]`` float32."""
         if pixels.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"expected pixels [b, {self.image_size}, {self.image_size}, 3], got {pixels.shape}")
         out = np.zeros((len(pixels), self.dim), dtype=np.float32)
@@ -92,7 +92,9 @@ def read_openai_state_dict(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: neither a TorchScript archive nor a torch state dict ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: neither a TorchScript archive nor a torch state dict ({type(err).__name__}: {err})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -108,7 +110,11 @@ def openai_clip_arch(state: dict, path: str = "checkpoint") -> str:
     """
     missing = [k for k in OPENAI_CLIP_KEYS if k not in state]
     if missing or "visual.proj" not in state:
-        kind = "a ResNet CLIP (only ViT CLIPs are supported)" if "visual.layer1.0.conv1.weight" in state else "not an OpenAI ViT CLIP"
+        kind = (
+            "a ResNet CLIP (only ViT CLIPs are supported)"
+            if "visual.layer1.0.conv1.weight" in state
+            else "not an OpenAI ViT CLIP"
+        )
         raise CheckpointError(
             f"{path}: {kind}: expected keys {list(OPENAI_CLIP_KEYS) + ['visual.proj']}, "
             f"missing {missing or ['visual.proj']} (found {len(state)} keys such as {list(state)[:3]})"
@@ -192,7 +198,9 @@ class HFClipEncoder(_ClipBase):
         from transformers import AutoTokenizer, CLIPModel
 
         vision = config.get("vision_config", {})
-        self.arch = vit_name(vision.get("hidden_size", 768), vision.get("num_hidden_layers", 12), vision.get("patch_size", 32))
+        self.arch = vit_name(
+            vision.get("hidden_size", 768), vision.get("num_hidden_layers", 12), vision.get("patch_size", 32)
+        )
         if arch is not None and arch != self.arch:
             raise CheckpointError(f"{model_dir}: expected a CLIP {arch}, the checkpoint is a {self.arch}")
         self.device, self.dtype = _device_dtype(device)
@@ -204,7 +212,10 @@ class HFClipEncoder(_ClipBase):
         self.dim = int(self.model.config.projection_dim)
 
     def _read_image_config(self, model_dir: str) -> None:
-        """Image size, mean and std from the saved image processor (``preprocessor_config.json`` or ``processor_config.json``)."""
+        """Image size, mean and std from the saved image processor config.
+
+        Read from ``preprocessor_config.json`` or ``processor_config.json``, whichever is there.
+        """
         processor = {}
         for file in ("preprocessor_config.json", "processor_config.json"):
             path = os.path.join(model_dir, file)
@@ -215,7 +226,9 @@ class HFClipEncoder(_ClipBase):
                 break
         crop = processor.get("crop_size", {"height": self.model.config.vision_config.image_size})
         size = crop["height"] if isinstance(crop, dict) else int(crop)
-        shortest = processor.get("size", {}).get("shortest_edge", size) if isinstance(processor.get("size"), dict) else size
+        shortest = (
+            processor.get("size", {}).get("shortest_edge", size) if isinstance(processor.get("size"), dict) else size
+        )
         if shortest != size:
             raise CheckpointError(
                 f"{model_dir}: the image processor resizes to {shortest} and crops {size}; only resize == crop "
@@ -230,8 +243,16 @@ class HFClipEncoder(_ClipBase):
         return f"hf-clip {self.arch} ({os.path.abspath(self.model_dir)})"
 
     def _text_batch(self, texts):
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt").to(self.device)
-        pooled = self.model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
+        batch = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.model.config.text_config.max_position_embeddings,
+            return_tensors="pt",
+        ).to(self.device)
+        pooled = self.model.text_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).pooler_output
         return self.model.text_projection(pooled)
 
     def _image_batch(self, x):

@@ -127,8 +127,13 @@ def read_ratings_csv(path: str, report: SkipReport) -> pd.DataFrame:
     """``user_id, item_id, timestamp`` from a 2018 ratings CSV (``item,user,rating,timestamp``)."""
     with open_text(path) as f:
         frame = pd.read_csv(
-            f, header=None, names=["item_id", "user_id", "rating", "timestamp"], dtype=str,
-            on_bad_lines="skip", engine="c", skip_blank_lines=True,
+            f,
+            header=None,
+            names=["item_id", "user_id", "rating", "timestamp"],
+            dtype=str,
+            on_bad_lines="skip",
+            engine="c",
+            skip_blank_lines=True,
         )
     bad_shape = _count_lines(path) - len(frame)
     report.skip("corrupt CSV lines (wrong number of fields)", None, bad_shape)
@@ -153,7 +158,11 @@ def _valid_rows(frame: pd.DataFrame, report: SkipReport, kind: str) -> pd.DataFr
     ok &= frame["user_id"].astype(str).str.len().gt(0) & frame["item_id"].astype(str).str.len().gt(0)
     report.skip(f"{kind} rows without user, item or numeric timestamp", None, int((~ok).sum()))
     return pd.DataFrame(
-        {"user_id": frame.loc[ok, "user_id"].astype(str), "item_id": frame.loc[ok, "item_id"].astype(str), "timestamp": time[ok].astype("int64")}
+        {
+            "user_id": frame.loc[ok, "user_id"].astype(str),
+            "item_id": frame.loc[ok, "item_id"].astype(str),
+            "timestamp": time[ok].astype("int64"),
+        }
     ).reset_index(drop=True)
 
 
@@ -174,7 +183,11 @@ def has_image_file(image_dir: str) -> set:
 
 
 def filter_items(
-    inter: pd.DataFrame, meta: Dict[str, dict], report: SkipReport, subset: bool = False, image_ids: Optional[set] = None
+    inter: pd.DataFrame,
+    meta: Dict[str, dict],
+    report: SkipReport,
+    subset: bool = False,
+    image_ids: Optional[set] = None,
 ) -> pd.DataFrame:
     """Drop duplicate rows and interactions of items without metadata (or, with ``subset``, lacking a modality)."""
     dup = inter.duplicated(["user_id", "item_id", "timestamp"])
@@ -190,11 +203,16 @@ def filter_items(
     if subset:
         items = inter["item_id"].unique()
         complete = {
-            i for i in items
+            i
+            for i in items
             if meta[i]["text"] and (i in image_ids if image_ids is not None else meta[i]["image_url"] is not None)
         }
         lacking = ~inter["item_id"].isin(complete)
-        report.skip(f"interactions of {len(items) - len(complete):,} items lacking a modality (--subset)", None, int(lacking.sum()))
+        report.skip(
+            f"interactions of {len(items) - len(complete):,} items lacking a modality (--subset)",
+            None,
+            int(lacking.sum()),
+        )
         inter = inter[~lacking]
     return inter
 

@@ -30,16 +30,26 @@ def _device(name: Optional[str]) -> str:
 
 def add_encode_options(parser: argparse.ArgumentParser, default_encoder: Optional[str] = "minilm") -> None:
     group = parser.add_argument_group("encoding")
-    group.add_argument("--encoder", default=default_encoder, help="minilm[:DIR] (text only, default), clip:FILE.pt or hf-clip:DIR")
-    group.add_argument("--arch", default=None, help="required CLIP architecture, e.g. ViT-B/32 (a checkpoint of another one is an error)")
+    group.add_argument(
+        "--encoder", default=default_encoder, help="minilm[:DIR] (text only, default), clip:FILE.pt or hf-clip:DIR"
+    )
+    group.add_argument(
+        "--arch",
+        default=None,
+        help="required CLIP architecture, e.g. ViT-B/32 (a checkpoint of another one is an error)",
+    )
     group.add_argument("--device", default=None, help="torch device (default: cuda when available, fp16 there)")
     group.add_argument("--batch-size", type=int, default=256, help="texts or images per forward pass")
     group.add_argument("--workers", type=int, default=None, help="image decoding processes (default: CPU count)")
     group.add_argument("--chunk-rows", type=int, default=8192, help="items per resumable chunk")
     group.add_argument("--word-drop", type=float, default=0.15, help="word drop probability of feat2CLS")
     group.add_argument("--seed", type=int, default=2020, help="seed of the word drop")
-    group.add_argument("--jpeg-draft", action="store_true", help="faster JPEG decoding at reduced scale (pixels differ slightly)")
-    group.add_argument("--overwrite", action="store_true", help="replace feature files made from other inputs or encoders")
+    group.add_argument(
+        "--jpeg-draft", action="store_true", help="faster JPEG decoding at reduced scale (pixels differ slightly)"
+    )
+    group.add_argument(
+        "--overwrite", action="store_true", help="replace feature files made from other inputs or encoders"
+    )
 
 
 def add_build_options(parser: argparse.ArgumentParser, default_name: Optional[str], name_help: str) -> None:
@@ -52,15 +62,31 @@ def add_build_options(parser: argparse.ArgumentParser, default_name: Optional[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m recbole_mm.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_mm.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     amazon = sub.add_parser("amazon", help="Amazon Review Data (2018) categories to a pre-split dataset")
-    amazon.add_argument("--domain", nargs=3, action="append", required=True, metavar=("NAME", "INTERACTIONS", "METADATA"),
-                        help="category name, ratings CSV or review JSON(.gz), metadata JSON(.gz); repeat for a multi-domain pre-training set")
-    amazon.add_argument("--images", action="append", default=None, metavar="DIR",
-                        help="image folder(s) with <asin>.<ext> files (one for all domains, or one per domain in order)")
-    amazon.add_argument("--subset", action="store_true", help="keep only items with text and an image (the _mm_subset variant)")
+    amazon.add_argument(
+        "--domain",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("NAME", "INTERACTIONS", "METADATA"),
+        help="category name, ratings CSV or review JSON(.gz), metadata JSON(.gz); "
+        "repeat for a multi-domain pre-training set",
+    )
+    amazon.add_argument(
+        "--images",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="image folder(s) with <asin>.<ext> files (one for all domains, or one per domain in order)",
+    )
+    amazon.add_argument(
+        "--subset", action="store_true", help="keep only items with text and an image (the _mm_subset variant)"
+    )
     add_build_options(amazon, None, "<NAME>_mm_full / _mm_subset; several domains: their initials")
 
     ml = sub.add_parser("movielens-1m", help="MovieLens-1M ratings.dat / movies.dat to a pre-split dataset")
@@ -69,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_options(ml, "ml-1m_mm", "ml-1m_mm")
 
     mmrec = sub.add_parser("mmrec", help="MMSSL/LATTICE json or MMRec .inter + .npy features to atomic files")
-    mmrec.add_argument("--source", required=True, help="folder with train/val/test.json or <name>.inter, image_feat.npy, text_feat.npy")
+    mmrec.add_argument(
+        "--source", required=True, help="folder with train/val/test.json or <name>.inter, image_feat.npy, text_feat.npy"
+    )
     mmrec.add_argument("--name", required=True, help="dataset name")
     mmrec.add_argument("--data-path", default="dataset", help="parent folder of the dataset folder")
 
@@ -83,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     enc = sub.add_parser("encode", help="item texts and images of a prepared dataset to feature files")
     enc.add_argument("--dir", required=True, help="dataset folder")
-    enc.add_argument("--name", default=None, help="file prefix (default: the folder name; a domain name in a pre-training folder)")
+    enc.add_argument(
+        "--name", default=None, help="file prefix (default: the folder name; a domain name in a pre-training folder)"
+    )
     enc.add_argument("--no-text", action="store_true", help="skip feat1CLS")
     enc.add_argument("--text-aug", action="store_true", help="also write feat2CLS (word-dropped text)")
     enc.add_argument("--images", default=None, help="image folder with <item id>.<ext> files -> feat3CLS")
@@ -96,7 +126,9 @@ def default_name(domains: List[List[str]], subset: bool) -> str:
     return f"{stem}_mm_{'subset' if subset else 'full'}"
 
 
-def run_encode(args, directory: str, names: List[str], image_dirs: List[Optional[str]], text_aug: bool, text: bool = True) -> None:
+def run_encode(
+    args, directory: str, names: List[str], image_dirs: List[Optional[str]], text_aug: bool, text: bool = True
+) -> None:
     from recbole_mm.prepare.common import PrepareError
     from recbole_mm.prepare.encode import encode_dataset, make_encoder
 
@@ -105,11 +137,23 @@ def run_encode(args, directory: str, names: List[str], image_dirs: List[Optional
 
     encoder = make_encoder(args.encoder, _device(args.device), args.batch_size, args.arch)
     if any(image_dirs) and not hasattr(encoder, "encode_pixels"):
-        raise PrepareError(f"--images: encoder {encoder.name} encodes text only; images need --encoder clip:FILE or hf-clip:DIR")
+        raise PrepareError(
+            f"--images: encoder {encoder.name} encodes text only; images need --encoder clip:FILE or hf-clip:DIR"
+        )
     for name, image_dir in zip(names, image_dirs):
         encode_dataset(
-            directory, name, encoder, text=text, text_aug=text_aug, image_dir=image_dir, word_drop_ratio=args.word_drop,
-            seed=args.seed, chunk_rows=args.chunk_rows, workers=args.workers, draft=args.jpeg_draft, overwrite=args.overwrite,
+            directory,
+            name,
+            encoder,
+            text=text,
+            text_aug=text_aug,
+            image_dir=image_dir,
+            word_drop_ratio=args.word_drop,
+            seed=args.seed,
+            chunk_rows=args.chunk_rows,
+            workers=args.workers,
+            draft=args.jpeg_draft,
+            overwrite=args.overwrite,
         )
 
 
@@ -186,7 +230,13 @@ def cmd_encode(args) -> None:
         print(f"encode: config preset {write_config(args.dir, name)}")
 
 
-COMMANDS = {"amazon": cmd_amazon, "movielens-1m": cmd_movielens, "mmrec": cmd_mmrec, "download-images": cmd_download, "encode": cmd_encode}
+COMMANDS = {
+    "amazon": cmd_amazon,
+    "movielens-1m": cmd_movielens,
+    "mmrec": cmd_mmrec,
+    "download-images": cmd_download,
+    "encode": cmd_encode,
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -79,11 +79,16 @@ class SkipReport:
         parts = list(self.facts)
         for reason, count in self.counts.items():
             sample = self.samples.get(reason)
-            parts.append(f"skipped {count:,} {reason}" + (f" ({', '.join(sample)}{', ...' if count > len(sample) else ''})" if sample else ""))
+            parts.append(
+                f"skipped {count:,} {reason}"
+                + (f" ({', '.join(sample)}{', ...' if count > len(sample) else ''})" if sample else "")
+            )
         return f"{self.what}: " + ("; ".join(parts) if parts else "nothing skipped")
 
 
-def k_core(inter: pd.DataFrame, k: int, report: SkipReport, user: str = "user_id", item: str = "item_id") -> pd.DataFrame:
+def k_core(
+    inter: pd.DataFrame, k: int, report: SkipReport, user: str = "user_id", item: str = "item_id"
+) -> pd.DataFrame:
     """Keep the largest sub-table in which every user and every item has at least ``k`` rows.
 
     Removing a user can push an item below ``k`` and the reverse, so users and items are filtered in
@@ -112,7 +117,11 @@ def drop_short_users(inter: pd.DataFrame, report: SkipReport, minimum: int = 3) 
     """Leave-one-out needs ``minimum`` interactions per user; fewer (possible only when k < 3) are dropped."""
     counts = inter["user_id"].map(inter["user_id"].value_counts())
     short = counts < minimum
-    report.skip(f"users with fewer than {minimum} interactions (leave-one-out needs {minimum})", None, int(inter.loc[short, "user_id"].nunique()))
+    report.skip(
+        f"users with fewer than {minimum} interactions (leave-one-out needs {minimum})",
+        None,
+        int(inter.loc[short, "user_id"].nunique()),
+    )
     return inter[~short]
 
 
@@ -221,7 +230,9 @@ def write_dataset(data_path: str, name: str, domains: List[dict], max_history: i
     if os.path.isdir(target) and check_same_dataset(target, expected):
         return target, True
     if os.path.exists(target) and os.listdir(target):
-        raise PrepareError(f"{target} exists and is not empty, but holds no dataset '{name}'; choose another --name or remove it")
+        raise PrepareError(
+            f"{target} exists and is not empty, but holds no dataset '{name}'; choose another --name or remove it"
+        )
     os.makedirs(data_path, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
     try:
@@ -244,7 +255,13 @@ def write_dataset(data_path: str, name: str, domains: List[dict], max_history: i
     return target, False
 
 
-MODALITY_OF_SUFFIX = {"feat1CLS": "text", "feat2CLS": "text_aug", "feat3CLS": "image", "t_feat": "text", "v_feat": "image"}
+MODALITY_OF_SUFFIX = {
+    "feat1CLS": "text",
+    "feat2CLS": "text_aug",
+    "feat3CLS": "image",
+    "t_feat": "text",
+    "v_feat": "image",
+}
 SEQUENTIAL_PRESET = """\
 # Written by python -m recbole_mm.prepare: how to load this dataset (pass it with --config_files).
 data_path: {data_path}
@@ -270,14 +287,24 @@ def write_config(directory: str, name: str, sequential: bool = True) -> str:
             with open(sidecar, encoding="utf-8") as f:
                 dims[modality] = json.load(f)["dim"]
             lines.append(f"  {modality}: {{suffix: {suffix}, dim: {dims[modality]}}}\n")
-    features = ("mm_features:                               # (dict) Modality name -> {suffix, dim}.\n" + "".join(lines)) if lines else ""
+    features = (
+        ("mm_features:                               # (dict) Modality name -> {suffix, dim}.\n" + "".join(lines))
+        if lines
+        else ""
+    )
     # MISSRec/UniSRec key names: their model defaults (512) must not override the real widths
     for key, modality in (("plm_size", "text"), ("img_size", "image")):
         if modality in dims:
-            features += f"{key}: {dims[modality]}".ljust(43) + f"# (int) Width of the {modality} features (MISSRec's key).\n"
+            features += (
+                f"{key}: {dims[modality]}".ljust(43) + f"# (int) Width of the {modality} features (MISSRec's key).\n"
+            )
     text = SEQUENTIAL_PRESET.format(
         data_path=os.path.dirname(os.path.abspath(directory)),
-        sequential="alias_of_item_id: [item_id_list]           # (list) Histories share the item id space.\n" if sequential else "",
+        sequential=(
+            "alias_of_item_id: [item_id_list]           # (list) Histories share the item id space.\n"
+            if sequential
+            else ""
+        ),
         fields="user_id, item_id_list, item_id" if sequential else "user_id, item_id",
         features=features,
     )

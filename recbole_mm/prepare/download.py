@@ -131,7 +131,9 @@ def download_images(
     fetched = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(fetch_with_retries, url, os.path.join(out, item + extension(url)), retries, timeout, backoff): item
+            pool.submit(
+                fetch_with_retries, url, os.path.join(out, item + extension(url)), retries, timeout, backoff
+            ): item
             for item, url in todo.items()
         }
         for future in tqdm(as_completed(futures), total=len(futures), desc="download images", unit="img"):
@@ -142,7 +144,9 @@ def download_images(
                 failed[futures[future]] = reason
     for item, reason in failed.items():
         report.skip("failed downloads", f"{item}: {reason}")
-    report.note(f"{len(urls):,} items with an image URL: {fetched:,} fetched, {len(urls) - len(todo) - len(bad_ids):,} already present")
+    report.note(
+        f"{len(urls):,} items with an image URL: {fetched:,} fetched, {len(urls) - len(todo) - len(bad_ids):,} already present"
+    )
     with atomic_write(os.path.join(out, "failed.tsv")) as f:
         f.write("item_id\treason\n")
         f.writelines(f"{item}\t{reason}\n" for item, reason in sorted(failed.items()))

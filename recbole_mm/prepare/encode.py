@@ -250,25 +250,49 @@ def encode_dataset(
         by_id = read_text_file(text_path)
         absent = [raw for raw in item_ids if raw not in by_id]
         if absent:
-            raise PrepareError(f"{text_path} has no line for items {absent[:5]} of {name}.item2index ({len(absent)} in all)")
+            raise PrepareError(
+                f"{text_path} has no line for items {absent[:5]} of {name}.item2index ({len(absent)} in all)"
+            )
         texts = [by_id[raw] or None for raw in item_ids]
         encode_text = text_function(encoder)
         jobs = ([(TEXT_SUFFIX, texts, "item text")] if text else []) + (
-            [(TEXT_AUG_SUFFIX, word_drop(texts, word_drop_ratio, seed), f"item text, words dropped with p={word_drop_ratio} (seed {seed})")]
+            [
+                (
+                    TEXT_AUG_SUFFIX,
+                    word_drop(texts, word_drop_ratio, seed),
+                    f"item text, words dropped with p={word_drop_ratio} (seed {seed})",
+                )
+            ]
             if text_aug
             else []
         )
         for suffix, inputs, content in jobs:
             report = SkipReport(f"encode {name}.{suffix}")
             path = os.path.join(directory, f"{name}.{suffix}")
-            encode_file(path, inputs, lambda batch, _r: encode_text(batch), encoder.dim, encoder.name, report, chunk_rows, overwrite, {"content": content}, f"{name}.{suffix}", print_fn)
+            encode_file(
+                path,
+                inputs,
+                lambda batch, _r: encode_text(batch),
+                encoder.dim,
+                encoder.name,
+                report,
+                chunk_rows,
+                overwrite,
+                {"content": content},
+                f"{name}.{suffix}",
+                print_fn,
+            )
             missing = sum(t is None for t in inputs)
-            report.note(f"{len(inputs):,} items, {len(inputs) - missing:,} encoded, {missing:,} without text (zero row)")
+            report.note(
+                f"{len(inputs):,} items, {len(inputs) - missing:,} encoded, {missing:,} without text (zero row)"
+            )
             print_fn(report.line())
             written[suffix] = path
     if image_dir is not None:
         if not hasattr(encoder, "encode_pixels"):
-            raise PrepareError(f"encoder {encoder.name} encodes text only; images need --encoder clip:FILE or hf-clip:DIR")
+            raise PrepareError(
+                f"encoder {encoder.name} encodes text only; images need --encoder clip:FILE or hf-clip:DIR"
+            )
         report = SkipReport(f"encode {name}.{IMAGE_SUFFIX}")
         paths = image_paths(image_dir, item_ids, report)
         path = os.path.join(directory, f"{name}.{IMAGE_SUFFIX}")
@@ -277,13 +301,24 @@ def encode_dataset(
         try:
             by_key = dict(zip(fp_inputs, paths))
             encode_file(
-                path, fp_inputs, lambda batch, r: chunk_fn([by_key[b] for b in batch], r), encoder.dim, encoder.name,
-                report, chunk_rows, overwrite, {"content": f"item image from {os.path.abspath(image_dir)}"}, f"{name}.{IMAGE_SUFFIX}", print_fn,
+                path,
+                fp_inputs,
+                lambda batch, r: chunk_fn([by_key[b] for b in batch], r),
+                encoder.dim,
+                encoder.name,
+                report,
+                chunk_rows,
+                overwrite,
+                {"content": f"item image from {os.path.abspath(image_dir)}"},
+                f"{name}.{IMAGE_SUFFIX}",
+                print_fn,
             )
         finally:
             decoder.close()
         missing = sum(p is None for p in paths)
-        report.note(f"{len(paths):,} items, {len(paths) - missing:,} with an image file, {missing:,} without (zero row)")
+        report.note(
+            f"{len(paths):,} items, {len(paths) - missing:,} with an image file, {missing:,} without (zero row)"
+        )
         print_fn(report.line())
         written[IMAGE_SUFFIX] = path
     return written

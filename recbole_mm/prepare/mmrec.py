@@ -43,8 +43,15 @@ def _read_json_split(path: str) -> List[Tuple[int, int]]:
         raise PrepareError(f"{path}: expected a JSON object {{user id: [item ids]}}, found {type(data).__name__}")
     pairs = []
     for user, items in data.items():
-        if not isinstance(items, list) or not all(isinstance(i, int) and i >= 0 for i in items) or not str(user).isdigit():
-            raise PrepareError(f"{path}: user {user!r}: expected a non-negative integer id mapped to a list of non-negative integer item ids, found {str(items)[:60]}")
+        if (
+            not isinstance(items, list)
+            or not all(isinstance(i, int) and i >= 0 for i in items)
+            or not str(user).isdigit()
+        ):
+            raise PrepareError(
+                f"{path}: user {user!r}: expected a non-negative integer id mapped to a list of "
+                f"non-negative integer item ids, found {str(items)[:60]}"
+            )
         pairs.extend((int(user), i) for i in items)
     return pairs
 
@@ -56,7 +63,9 @@ def read_splits(source_dir: str, name: str) -> Dict[str, List[Tuple[int, int]]]:
     if all(os.path.isfile(p) for p in json_paths):
         return {split: _read_json_split(p) for (split, _, _), p in zip(SPLITS, json_paths)}
     if not os.path.isfile(inter_path):
-        raise PrepareError(f"{source_dir}: expected train.json, val.json and test.json, or {name}.inter with an x_label column")
+        raise PrepareError(
+            f"{source_dir}: expected train.json, val.json and test.json, or {name}.inter with an x_label column"
+        )
     frame = pd.read_csv(inter_path, sep="\t", dtype=str)
     frame.columns = [c.split(":")[0] for c in frame.columns]
     needed = ["userID", "itemID", "x_label"]
@@ -65,10 +74,14 @@ def read_splits(source_dir: str, name: str) -> Dict[str, List[Tuple[int, int]]]:
     numbers = frame[needed].apply(pd.to_numeric, errors="coerce")
     bad = numbers.isna().any(axis=1) | (numbers < 0).any(axis=1) | ~numbers["x_label"].isin([0, 1, 2])
     if bad.any():
-        raise PrepareError(f"{inter_path}: rows {list(np.flatnonzero(bad)[:5] + 2)} need non-negative integer ids and x_label 0, 1 or 2")
+        raise PrepareError(
+            f"{inter_path}: rows {list(np.flatnonzero(bad)[:5] + 2)} need non-negative integer ids and x_label 0, 1 or 2"
+        )
     numbers = numbers.astype("int64")
     return {
-        split: list(zip(numbers.loc[numbers["x_label"] == label, "userID"], numbers.loc[numbers["x_label"] == label, "itemID"]))
+        split: list(
+            zip(numbers.loc[numbers["x_label"] == label, "userID"], numbers.loc[numbers["x_label"] == label, "itemID"])
+        )
         for split, _, label in SPLITS
     }
 
@@ -90,11 +103,15 @@ def convert_mmrec(source_dir: str, data_path: str, name: str) -> Tuple[str, Skip
             raise PrepareError(f"{path} does not exist (expected a float array [items, dim])")
         matrix = np.load(path)
         if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-            raise PrepareError(f"{path}: expected a 2-D numeric array [items, dim], found shape {matrix.shape} dtype {matrix.dtype}")
+            raise PrepareError(
+                f"{path}: expected a 2-D numeric array [items, dim], found shape {matrix.shape} dtype {matrix.dtype}"
+            )
         if matrix.shape[0] < n_items:
             raise PrepareError(f"{path}: {matrix.shape[0]} rows, but the interactions use item ids up to {n_items - 1}")
         if not np.isfinite(matrix).all():
-            raise PrepareError(f"{path}: NaN or inf in rows {list(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5])}")
+            raise PrepareError(
+                f"{path}: NaN or inf in rows {list(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5])}"
+            )
         features[suffix] = (matrix, file)
     target = os.path.join(data_path, name)
     if os.path.exists(target):
@@ -107,7 +124,12 @@ def convert_mmrec(source_dir: str, data_path: str, name: str) -> Tuple[str, Skip
                 f.write(HEADER)
                 f.writelines(f"{u}\t{i}\n" for u, i in rows)
         for suffix, (matrix, file) in features.items():
-            write_feature_file(os.path.join(work, f"{name}.{suffix}"), matrix, f"copied from {file}", {"source": os.path.abspath(os.path.join(source_dir, file))})
+            write_feature_file(
+                os.path.join(work, f"{name}.{suffix}"),
+                matrix,
+                f"copied from {file}",
+                {"source": os.path.abspath(os.path.join(source_dir, file))},
+            )
         publish_dir(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -49,7 +49,13 @@ def read_ratings(path: str, report: SkipReport) -> pd.DataFrame:
     time = pd.to_numeric(frame["timestamp"], errors="coerce")
     report.skip("ratings.dat lines with a non-numeric timestamp", None, int(time.isna().sum()))
     ok = time.notna()
-    return pd.DataFrame({"user_id": frame.loc[ok, "user_id"], "item_id": frame.loc[ok, "item_id"], "timestamp": time[ok].astype("int64")})
+    return pd.DataFrame(
+        {
+            "user_id": frame.loc[ok, "user_id"],
+            "item_id": frame.loc[ok, "item_id"],
+            "timestamp": time[ok].astype("int64"),
+        }
+    )
 
 
 def prepare_movielens(source_dir: str, name: str, k: int = 5) -> Tuple[dict, SkipReport]:
@@ -59,10 +65,23 @@ def prepare_movielens(source_dir: str, name: str, k: int = 5) -> Tuple[dict, Ski
     inter = read_ratings(os.path.join(source_dir, "ratings.dat"), report)
     n_read = len(inter)
     known = inter["item_id"].isin(movies.keys())
-    report.skip("ratings of movies missing from movies.dat", inter.loc[~known, "item_id"].iloc[0] if (~known).any() else None, int((~known).sum()))
+    report.skip(
+        "ratings of movies missing from movies.dat",
+        inter.loc[~known, "item_id"].iloc[0] if (~known).any() else None,
+        int((~known).sum()),
+    )
     inter = drop_short_users(k_core(inter[known], k, report), report)
     if inter.empty:
         raise PrepareError(f"movielens-1m: no rating is left after filtering ({report.line()})")
     sequences, user_ids, item_ids = chronological_sequences(inter)
-    report.note(f"read {n_read:,} ratings and {len(movies):,} movies; kept {len(user_ids):,} users, {len(item_ids):,} items, {len(inter):,} ratings")
-    return {"name": name, "sequences": sequences, "user_ids": user_ids, "item_ids": item_ids, "texts": [movies[i] for i in item_ids]}, report
+    report.note(
+        f"read {n_read:,} ratings and {len(movies):,} movies; "
+        f"kept {len(user_ids):,} users, {len(item_ids):,} items, {len(inter):,} ratings"
+    )
+    return {
+        "name": name,
+        "sequences": sequences,
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "texts": [movies[i] for i in item_ids],
+    }, report

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from encoders.tiny_clip import save_tiny_hf_clip, save_tiny_openai_clip
-from recbole_mm.encoders.clip import CheckpointError, HFClipEncoder, OpenAIClipEncoder, openai_clip_arch, read_openai_state_dict
+from recbole_mm.encoders.clip import (
+    CheckpointError,
+    HFClipEncoder,
+    OpenAIClipEncoder,
+    openai_clip_arch,
+    read_openai_state_dict,
+)
 from recbole_mm.encoders.images import decode_image
 
 PIL = pytest.importorskip("PIL.Image")
@@ -52,7 +58,9 @@ def test_hf_clip_wrong_architecture_or_model(hf_dir, tmp_path):
         HFClipEncoder(hf_dir, arch="ViT-B/32")
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10)).save_pretrained(tmp_path / "bert")
+    BertModel(
+        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(CheckpointError, match="expected model_type 'clip', found 'bert'"):
         HFClipEncoder(str(tmp_path / "bert"))
     with pytest.raises(CheckpointError, match="no config.json"):

@@ -40,7 +40,9 @@ def test_unreadable_and_truncated_files_are_reported(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.jpg").write_text("not an image")
     with ImageDecoder(16, workers=2) as pool:
-        results = list(pool.imap([good, str(tmp_path / "cut.jpg"), str(tmp_path / "text.jpg"), str(tmp_path / "gone.jpg")]))
+        results = list(
+            pool.imap([good, str(tmp_path / "cut.jpg"), str(tmp_path / "text.jpg"), str(tmp_path / "gone.jpg")])
+        )
     assert results[0][0].shape == (16, 16, 3) and results[0][1] is None
     for pixels, reason in results[1:]:
         assert pixels is None and reason

@@ -34,13 +34,30 @@ def save_tiny_hf_clip(directory: str, seed: int = 0, vision_layers: int = 2) -> 
     os.makedirs(directory, exist_ok=True)
     vocab_size = write_char_tokenizer(directory)
     tokenizer = CLIPTokenizer(os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt"))
-    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
     torch.manual_seed(seed)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
     processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tokenizer
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
     )
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
@@ -52,8 +69,18 @@ def save_tiny_openai_clip(path: str, seed: int = 0, jit: bool = True) -> str:
     from clip.model import CLIP
 
     torch.manual_seed(seed)
-    model = CLIP(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8,
-                 context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1).eval()
+    model = CLIP(
+        embed_dim=16,
+        image_resolution=32,
+        vision_layers=1,
+        vision_width=64,
+        vision_patch_size=8,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=1,
+    ).eval()
     if jit:
         example = (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long))
         torch.jit.trace(model, example, check_trace=False).save(path)

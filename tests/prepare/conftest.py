@@ -18,16 +18,38 @@ import os
 import pytest
 
 AMAZON_ROWS = [
-    ("U1", "I1", 10), ("U1", "I2", 20), ("U1", "I3", 30), ("U1", "I4", 40), ("U1", "I6", 15),
-    ("U2", "I1", 11), ("U2", "I2", 21), ("U2", "I3", 31), ("U2", "I1", 11),
-    ("U3", "I2", 12), ("U3", "I3", 22), ("U3", "I1", 32), ("U3", "I4", 42),
-    ("U4", "I4", 5), ("U4", "I5", 6),
-    ("U5", "I1", 50), ("U5", "I2", 60), ("U5", "I3", 70), ("U5", "I4", 80),
+    ("U1", "I1", 10),
+    ("U1", "I2", 20),
+    ("U1", "I3", 30),
+    ("U1", "I4", 40),
+    ("U1", "I6", 15),
+    ("U2", "I1", 11),
+    ("U2", "I2", 21),
+    ("U2", "I3", 31),
+    ("U2", "I1", 11),
+    ("U3", "I2", 12),
+    ("U3", "I3", 22),
+    ("U3", "I1", 32),
+    ("U3", "I4", 42),
+    ("U4", "I4", 5),
+    ("U4", "I5", 6),
+    ("U5", "I1", 50),
+    ("U5", "I2", 60),
+    ("U5", "I3", 70),
+    ("U5", "I4", 80),
 ]
 
 META_LINES = [
-    json.dumps({"asin": "I1", "title": "Widget &amp; Co", "category": ["Science", "Lab"], "brand": "Acme",
-                "imageURLHighRes": ["http://example.invalid/I1.jpg"], "description": ["ignored"]}),
+    json.dumps(
+        {
+            "asin": "I1",
+            "title": "Widget &amp; Co",
+            "category": ["Science", "Lab"],
+            "brand": "Acme",
+            "imageURLHighRes": ["http://example.invalid/I1.jpg"],
+            "description": ["ignored"],
+        }
+    ),
     json.dumps({"asin": "I2", "title": "<b>Beaker</b>...", "category": [], "brand": ""}),
     "{'asin': 'I3', 'title': 'Flask', 'imageURL': ['http://example.invalid/I3.png']}",  # 2014-style literal
     "{not json at all",
@@ -35,7 +57,6 @@ META_LINES = [
     json.dumps({"asin": "I5", "title": "Lonely"}),
     json.dumps({"asin": "I1", "title": "duplicate record, ignored"}),
 ]
-
 
 
 @pytest.fixture
@@ -63,8 +84,18 @@ def amazon_csv(tmp_path):
 def amazon_reviews(tmp_path):
     """``(review .json.gz, metadata .json)`` of the same fixture (reviews in the 2018 review format)."""
     lines = [
-        json.dumps({"overall": 5.0, "verified": True, "reviewTime": "01 1, 2018", "reviewerID": u, "asin": i,
-                    "reviewText": "fine", "summary": "ok", "unixReviewTime": t})
+        json.dumps(
+            {
+                "overall": 5.0,
+                "verified": True,
+                "reviewTime": "01 1, 2018",
+                "reviewerID": u,
+                "asin": i,
+                "reviewText": "fine",
+                "summary": "ok",
+                "unixReviewTime": t,
+            }
+        )
         for u, i, t in AMAZON_ROWS
     ] + ['{"reviewerID": "U9", "asin": "I1", "unixReviewTime": 12', json.dumps({"reviewerID": "U9", "asin": "I2"})]
     meta = tmp_path / "meta.json"

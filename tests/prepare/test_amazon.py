@@ -38,7 +38,9 @@ def test_review_json_gz_gives_the_same_dataset(amazon_reviews, amazon_csv):
 
 
 def test_written_files_row_by_row(amazon_csv, amazon_texts, tmp_path, read_rows):
-    assert main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path), "--no-encode"]) == 0
+    assert (
+        main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path), "--no-encode"]) == 0
+    )
     folder = tmp_path / "Sci_mm_full"
     assert read_rows(folder / "Sci_mm_full.train.inter")[1:] == TRAIN
     assert read_rows(folder / "Sci_mm_full.valid.inter")[1:] == VALID
@@ -63,12 +65,27 @@ def test_subset_keeps_items_with_every_modality(amazon_csv, tmp_path, images_for
 
 
 def test_multi_domain_cli(amazon_csv, amazon_reviews, tmp_path, read_rows):
-    argv = ["amazon", "--domain", "Food", *amazon_csv, "--domain", "Home", *amazon_reviews, "--k", "3", "--data-path", str(tmp_path), "--no-encode"]
+    argv = [
+        "amazon",
+        "--domain",
+        "Food",
+        *amazon_csv,
+        "--domain",
+        "Home",
+        *amazon_reviews,
+        "--k",
+        "3",
+        "--data-path",
+        str(tmp_path),
+        "--no-encode",
+    ]
     assert main(argv) == 0
     folder = tmp_path / "FH_mm_full"
     assert (folder / "FH_mm_full.pt_datasets").read_text() == "Food,Home\n"
     rows = read_rows(folder / "FH_mm_full.test.inter")[1:]
-    expected = [[f"{k}-{u}", " ".join(f"{k}-{i}" for i in h.split(" ")), f"{k}-{t}"] for k in (0, 1) for u, h, t in TEST]
+    expected = [
+        [f"{k}-{u}", " ".join(f"{k}-{i}" for i in h.split(" ")), f"{k}-{t}"] for k in (0, 1) for u, h, t in TEST
+    ]
     assert rows == expected
     assert read_index_file(str(folder / "Home.item2index")) == ITEMS
     assert main(argv) == 0  # a re-run finds the identical dataset and keeps it
@@ -88,7 +105,23 @@ def test_bad_input_errors(amazon_csv, tmp_path, capsys):
     # the same name from other ratings (U5 left out) is a different dataset
     fewer = tmp_path / "fewer.csv"
     fewer.write_text("".join(line for line in open(amazon_csv[0]) if ",U5," not in line))
-    assert main(["amazon", "--domain", "X", str(fewer), amazon_csv[1], "--k", "3", "--data-path", str(tmp_path), "--no-encode"]) == 2
+    assert (
+        main(
+            [
+                "amazon",
+                "--domain",
+                "X",
+                str(fewer),
+                amazon_csv[1],
+                "--k",
+                "3",
+                "--data-path",
+                str(tmp_path),
+                "--no-encode",
+            ]
+        )
+        == 2
+    )
     assert "already holds a different dataset" in capsys.readouterr().err
 
 

@@ -21,7 +21,9 @@ def frame(rows):
 def test_k_core_iterates_to_a_fixed_point():
     # k=2. Round 1 drops u4 (1 row); then item c has 1 row (u3's) -> round 2 drops it; then u3 has
     # 1 row -> round 3 drops it. Hand-computed result: u1 and u2 with items a and b.
-    inter = frame([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3), ("u2", "b", 4), ("u3", "a", 5), ("u3", "c", 6), ("u4", "c", 7)])
+    inter = frame(
+        [("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3), ("u2", "b", 4), ("u3", "a", 5), ("u3", "c", 6), ("u4", "c", 7)]
+    )
     report = SkipReport("t")
     kept = k_core(inter, 2, report)
     assert sorted(zip(kept["user_id"], kept["item_id"])) == [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")]
@@ -40,8 +42,11 @@ def test_chronological_sequences_order_and_indices():
 def domain(name, sequences):
     n_items = 1 + max(max(s) for s in sequences)
     return {
-        "name": name, "sequences": sequences, "user_ids": [f"u{k}" for k in range(len(sequences))],
-        "item_ids": [f"i{k}" for k in range(n_items)], "texts": [f"text {k}" for k in range(n_items)],
+        "name": name,
+        "sequences": sequences,
+        "user_ids": [f"u{k}" for k in range(len(sequences))],
+        "item_ids": [f"i{k}" for k in range(n_items)],
+        "texts": [f"text {k}" for k in range(n_items)],
     }
 
 
@@ -87,8 +92,16 @@ def test_multi_domain_tokens_and_pt_datasets(tmp_path, read_rows):
     folder = tmp_path / "FH"
     assert (folder / "FH.pt_datasets").read_text() == "Food,Home\n"
     assert read_rows(folder / "FH.train.inter")[1:] == [["0-0", "0-0", "0-1"]]
-    assert read_rows(folder / "FH.valid.inter")[1:] == [["0-0", "0-0 0-1", "0-2"], ["1-0", "1-1", "1-0"], ["1-1", "1-2", "1-1"]]
-    assert read_rows(folder / "FH.test.inter")[1:] == [["0-0", "0-0 0-1 0-2", "0-3"], ["1-0", "1-1 1-0", "1-2"], ["1-1", "1-2 1-1", "1-0"]]
+    assert read_rows(folder / "FH.valid.inter")[1:] == [
+        ["0-0", "0-0 0-1", "0-2"],
+        ["1-0", "1-1", "1-0"],
+        ["1-1", "1-2", "1-1"],
+    ]
+    assert read_rows(folder / "FH.test.inter")[1:] == [
+        ["0-0", "0-0 0-1 0-2", "0-3"],
+        ["1-0", "1-1 1-0", "1-2"],
+        ["1-1", "1-2 1-1", "1-0"],
+    ]
     assert read_index_file(str(folder / "Home.item2index")) == ["i0", "i1", "i2"]
     assert not (folder / "Food.train.inter").exists()
     write_config(str(folder), "FH")

@@ -57,8 +57,12 @@ def test_parallel_retried_resumable_and_never_partial(server, tmp_path):
     keep = jpeg_bytes(1)
     (out / "I6.jpg").write_bytes(keep)  # already there: never fetched again
     urls = {
-        "I1": f"{base}/ok/I1.jpg", "I2": f"{base}/flaky/I2.jpg", "I3": f"{base}/trunc/I3.jpg",
-        "I4": f"{base}/missing/I4.jpg", "I5": f"{base}/garbage/I5.png", "I6": f"{base}/trunc/I6.jpg",
+        "I1": f"{base}/ok/I1.jpg",
+        "I2": f"{base}/flaky/I2.jpg",
+        "I3": f"{base}/trunc/I3.jpg",
+        "I4": f"{base}/missing/I4.jpg",
+        "I5": f"{base}/garbage/I5.png",
+        "I6": f"{base}/trunc/I6.jpg",
     }
     report, failed = download_images(urls, str(out), workers=4, retries=2, timeout=5, backoff=0.01)
     assert (out / "I1.jpg").read_bytes() == good and (out / "I2.jpg").read_bytes() == good
@@ -66,7 +70,9 @@ def test_parallel_retried_resumable_and_never_partial(server, tmp_path):
     assert hits["/trunc/I3.jpg"] == 3 and hits["/missing/I4.jpg"] == 1  # 404 is not retried
     assert hits["/trunc/I6.jpg"] == 0 and (out / "I6.jpg").read_bytes() == keep
     assert set(failed) == {"I3", "I4", "I5"}
-    assert failed["I4"] == "HTTP 404" and failed["I3"].startswith("truncated") and "not a decodable image" in failed["I5"]
+    assert (
+        failed["I4"] == "HTTP 404" and failed["I3"].startswith("truncated") and "not a decodable image" in failed["I5"]
+    )
     assert sorted(os.listdir(out)) == ["I1.jpg", "I2.jpg", "I6.jpg", "failed.tsv"]  # no partial or temporary file
     assert "6 items with an image URL: 2 fetched, 1 already present" in report.line()
     assert "skipped 3 failed downloads" in report.line()
@@ -84,13 +90,34 @@ def test_cli_reads_urls_from_metadata_for_the_dataset_items(server, tmp_path, ca
 
     base, hits, good = server
     meta = tmp_path / "meta.json"
-    meta.write_text("\n".join(json.dumps(r) for r in [
-        {"asin": "A", "imageURLHighRes": [f"{base}/ok/A.jpg"], "imageURL": [f"{base}/missing/small.jpg"]},
-        {"asin": "B", "title": "no image"},
-        {"asin": "C", "image": [f"{base}/ok/C.jpg"]},
-    ]) + "\n")
+    meta.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"asin": "A", "imageURLHighRes": [f"{base}/ok/A.jpg"], "imageURL": [f"{base}/missing/small.jpg"]},
+                {"asin": "B", "title": "no image"},
+                {"asin": "C", "image": [f"{base}/ok/C.jpg"]},
+            ]
+        )
+        + "\n"
+    )
     items = tmp_path / "X.item2index"
     items.write_text("A\t0\nB\t1\n")  # C is not in the dataset
-    assert main(["download-images", "--meta", str(meta), "--items", str(items), "--out", str(tmp_path / "img"), "--retries", "0"]) == 0
+    assert (
+        main(
+            [
+                "download-images",
+                "--meta",
+                str(meta),
+                "--items",
+                str(items),
+                "--out",
+                str(tmp_path / "img"),
+                "--retries",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert sorted(os.listdir(tmp_path / "img")) == ["A.jpg", "failed.tsv"] and set(hits) == {"/ok/A.jpg"}
     assert "skipped 1 items without an image URL (B)" in capsys.readouterr().out

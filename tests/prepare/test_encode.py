@@ -26,7 +26,10 @@ def hf_dir(tmp_path_factory):
 
 @pytest.fixture
 def prepared(amazon_csv, tmp_path):
-    assert main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path / "ds"), "--no-encode"]) == 0
+    assert (
+        main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path / "ds"), "--no-encode"])
+        == 0
+    )
     return str(tmp_path / "ds" / "Sci_mm_full")
 
 
@@ -47,7 +50,10 @@ class InterruptingTextEncoder:
 def test_amazon_with_minilm_text_features_aligned_to_item2index(amazon_csv, tmp_path, capsys):
     from recbole_mm.encoders.text import MiniLMEncoder
 
-    assert main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path), "--device", "cpu"]) == 0
+    assert (
+        main(["amazon", "--domain", "Sci", *amazon_csv, "--k", "3", "--data-path", str(tmp_path), "--device", "cpu"])
+        == 0
+    )
     folder = tmp_path / "Sci_mm_full"
     items = read_index_file(str(folder / "Sci_mm_full.item2index"))
     texts = [read_text_file(str(folder / "Sci_mm_full.text"))[i] for i in items]
@@ -71,7 +77,20 @@ def test_image_features_rows_zero_rows_and_bad_files(prepared, hf_dir, images_fo
     open(os.path.join(images, "I3.jpg"), "wb").write(data[: len(data) // 3])  # truncated
     images_for(tmp_path / "other", ["I1"])
     os.replace(tmp_path / "other" / "I1.jpg", os.path.join(images, "I1.png"))  # second file for I1: ignored
-    argv = ["encode", "--dir", prepared, "--no-text", "--images", images, "--encoder", f"hf-clip:{hf_dir}", "--workers", "1", "--device", "cpu"]
+    argv = [
+        "encode",
+        "--dir",
+        prepared,
+        "--no-text",
+        "--images",
+        images,
+        "--encoder",
+        f"hf-clip:{hf_dir}",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     rows = features(os.path.join(prepared, "Sci_mm_full.feat3CLS"), 16)
     encoder = HFClipEncoder(hf_dir)
@@ -101,8 +120,13 @@ def test_interrupted_encoding_resumes_from_finished_chunks(prepared, hf_dir, cap
     resumed = InterruptingTextEncoder(real)
     encode_dataset(prepared, "Sci_mm_full", resumed, chunk_rows=1)
     assert resumed.calls == 2  # only the two unfinished chunks
-    texts = [read_text_file(os.path.join(prepared, "Sci_mm_full.text"))[i] for i in read_index_file(os.path.join(prepared, "Sci_mm_full.item2index"))]
-    np.testing.assert_allclose(features(os.path.join(prepared, "Sci_mm_full.feat1CLS"), 16), real.encode_text(texts), atol=1e-5)
+    texts = [
+        read_text_file(os.path.join(prepared, "Sci_mm_full.text"))[i]
+        for i in read_index_file(os.path.join(prepared, "Sci_mm_full.item2index"))
+    ]
+    np.testing.assert_allclose(
+        features(os.path.join(prepared, "Sci_mm_full.feat1CLS"), 16), real.encode_text(texts), atol=1e-5
+    )
     assert not os.path.exists(parts)
 
 
@@ -124,7 +148,9 @@ def test_nothing_is_overwritten_silently(prepared, hf_dir, tmp_path):
     from recbole_mm.prepare import encode as encode_module
 
     with pytest.raises(PrepareError, match="interrupted run with other inputs"):
-        encode_module.encode_file(path + "x", ["a"], lambda b, r: np.zeros((1, 2)), 2, "e", encode_module.SkipReport("t"))
+        encode_module.encode_file(
+            path + "x", ["a"], lambda b, r: np.zeros((1, 2)), 2, "e", encode_module.SkipReport("t")
+        )
 
 
 def test_encoder_spec_errors(prepared, capsys):

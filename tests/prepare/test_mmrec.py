@@ -24,10 +24,17 @@ def test_mmssl_json_layout(tmp_path, read_rows):
     (src / "test.json").write_text(json.dumps({"0": [4], "1": [2, 3]}))
     image, text = write_features(src)
     target, report = convert_mmrec(str(src), str(tmp_path / "out"), "baby")
-    assert read_rows(f"{target}/baby.train.inter") == [["user_id:token", "item_id:token"], ["0", "1"], ["0", "2"], ["1", "0"]]
+    assert read_rows(f"{target}/baby.train.inter") == [
+        ["user_id:token", "item_id:token"],
+        ["0", "1"],
+        ["0", "2"],
+        ["1", "0"],
+    ]
     assert read_rows(f"{target}/baby.valid.inter")[1:] == [["0", "3"], ["1", "4"]]
     assert read_rows(f"{target}/baby.test.inter")[1:] == [["0", "4"], ["1", "2"], ["1", "3"]]
-    np.testing.assert_array_equal(np.fromfile(f"{target}/baby.v_feat", dtype=np.float32).reshape(-1, 6), image.astype(np.float32))
+    np.testing.assert_array_equal(
+        np.fromfile(f"{target}/baby.v_feat", dtype=np.float32).reshape(-1, 6), image.astype(np.float32)
+    )
     np.testing.assert_array_equal(np.fromfile(f"{target}/baby.t_feat", dtype=np.float32).reshape(-1, 4), text)
     assert json.loads(open(f"{target}/baby.v_feat.json").read())["items"] == 5
     assert "skipped 1 valid interactions of users without training data (7)" in report.line()
@@ -36,7 +43,9 @@ def test_mmssl_json_layout(tmp_path, read_rows):
 def test_mmrec_inter_layout_and_config(tmp_path, read_rows):
     src = tmp_path / "sports"
     src.mkdir()
-    (src / "sports.inter").write_text("userID\titemID\trating\ttimestamp\tx_label\n0\t1\t5\t10\t0\n0\t2\t5\t11\t0\n1\t2\t4\t12\t0\n0\t3\t5\t13\t1\n1\t4\t5\t14\t2\n")
+    (src / "sports.inter").write_text(
+        "userID\titemID\trating\ttimestamp\tx_label\n0\t1\t5\t10\t0\n0\t2\t5\t11\t0\n1\t2\t4\t12\t0\n0\t3\t5\t13\t1\n1\t4\t5\t14\t2\n"
+    )
     write_features(src)
     assert main(["mmrec", "--source", str(src), "--name", "sports", "--data-path", str(tmp_path / "out")]) == 0
     folder = tmp_path / "out" / "sports"
@@ -46,7 +55,9 @@ def test_mmrec_inter_layout_and_config(tmp_path, read_rows):
     preset = (folder / "sports.yaml").read_text()
     assert "image: {suffix: v_feat, dim: 6}" in preset and "text: {suffix: t_feat, dim: 4}" in preset
     assert "inter: [user_id, item_id]" in preset and "item_id_list" not in preset
-    assert main(["mmrec", "--source", str(src), "--name", "sports", "--data-path", str(tmp_path / "out")]) == 2  # no overwrite
+    assert (
+        main(["mmrec", "--source", str(src), "--name", "sports", "--data-path", str(tmp_path / "out")]) == 2
+    )  # no overwrite
 
 
 def test_mmrec_bad_input(tmp_path):

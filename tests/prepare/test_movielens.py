@@ -32,12 +32,19 @@ def test_movielens_1m(tmp_path, read_rows):
     # time order: 3-3@000 (removed later), 2-2@700, 1-1@760, 1-2@761, 2-1@765, 1-4@770, 2-4@900
     assert domain["user_ids"] == ["2", "1"] and domain["item_ids"] == ["2", "1", "4"]
     assert domain["sequences"] == [[0, 1, 2], [1, 0, 2]]
-    assert domain["texts"] == ["Jumanji (1995). Adventure.", "Toy Story (1995). Animation, Children's, Comedy.", "Caf\xe9 (1999). Drama."]
+    assert domain["texts"] == [
+        "Jumanji (1995). Adventure.",
+        "Toy Story (1995). Animation, Children's, Comedy.",
+        "Caf\xe9 (1999). Drama.",
+    ]
     line = report.line()
     assert "skipped 1 corrupt ratings.dat lines (ratings.dat:9)" in line
     assert "skipped 1 ratings of movies missing from movies.dat (9)" in line
     assert "2-core in 2 round(s) removed 1 users and 1 items" in line  # movie 3, then user 3 (user 5 left with movie 9)
-    assert main(["movielens-1m", "--source", str(source), "--k", "2", "--data-path", str(tmp_path / "out"), "--no-encode"]) == 0
+    assert (
+        main(["movielens-1m", "--source", str(source), "--k", "2", "--data-path", str(tmp_path / "out"), "--no-encode"])
+        == 0
+    )
     folder = tmp_path / "out" / "ml-1m_mm"
     assert read_rows(folder / "ml-1m_mm.test.inter")[1:] == [["0", "0 1", "2"], ["1", "1 0", "2"]]
     assert read_index_file(str(folder / "ml-1m_mm.item2index")) == ["2", "1", "4"]

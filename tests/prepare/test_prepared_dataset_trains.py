@@ -21,7 +21,10 @@ def write_synthetic_amazon(folder, n_users=40, n_items=15, per_user=7, seed=0):
         for t, i in enumerate(rng.choice(n_items, per_user, replace=False)):
             lines.append(f"P{i:03d},U{u:03d},5.0,{1_500_000_000 + 1000 * t + u}")
     (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
-    meta = [{"asin": f"P{i:03d}", "title": f"product {i}", "category": ["Lab", f"kind {i % 3}"], "brand": "B"} for i in range(n_items)]
+    meta = [
+        {"asin": f"P{i:03d}", "title": f"product {i}", "category": ["Lab", f"kind {i % 3}"], "brand": "B"}
+        for i in range(n_items)
+    ]
     (folder / "meta.json").write_text("\n".join(json.dumps(m) for m in meta) + "\n")
     return str(folder / "ratings.csv"), str(folder / "meta.json")
 
@@ -31,8 +34,23 @@ def test_prepared_dataset_loads_features_and_trains(tmp_path, images_for):
     images = images_for(tmp_path / "img", [f"P{i:03d}" for i in range(0, 15, 2)])  # odd items: no image
     model_dir = save_tiny_hf_clip(str(tmp_path / "clip"))
     data_path = tmp_path / "dataset"
-    argv = ["amazon", "--domain", "Lab", ratings, meta, "--images", str(images), "--encoder", f"hf-clip:{model_dir}",
-            "--data-path", str(data_path), "--workers", "0", "--device", "cpu"]
+    argv = [
+        "amazon",
+        "--domain",
+        "Lab",
+        ratings,
+        meta,
+        "--images",
+        str(images),
+        "--encoder",
+        f"hf-clip:{model_dir}",
+        "--data-path",
+        str(data_path),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     preset = str(data_path / "Lab_mm_full" / "Lab_mm_full.yaml")
 
@@ -52,11 +70,24 @@ def test_prepared_dataset_loads_features_and_trains(tmp_path, images_for):
 
     from recbole_mm.quick_start import run_recbole_mm
 
-    tiny = {"epochs": 1, "hidden_size": 8, "inner_size": 8, "n_layers": 2, "n_heads": 1, "train_batch_size": 64,
-            "eval_batch_size": 64, "topk": [5], "metrics": ["Hit", "NDCG"], "valid_metric": "NDCG@5",
-            "show_progress": False, "checkpoint_dir": str(tmp_path / "saved")}
+    tiny = {
+        "epochs": 1,
+        "hidden_size": 8,
+        "inner_size": 8,
+        "n_layers": 2,
+        "n_heads": 1,
+        "train_batch_size": 64,
+        "eval_batch_size": 64,
+        "topk": [5],
+        "metrics": ["Hit", "NDCG"],
+        "valid_metric": "NDCG@5",
+        "show_progress": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+    }
     for model in ("MISSRec", "SASRec"):  # MISSRec reads the 16-d features through the preset's plm_size / img_size
-        result = run_recbole_mm(model=model, dataset="Lab_mm_full", config_file_list=[preset], saved=False, config_dict=tiny)
+        result = run_recbole_mm(
+            model=model, dataset="Lab_mm_full", config_file_list=[preset], saved=False, config_dict=tiny
+        )
         assert set(result["test_result"]) == {"hit@5", "ndcg@5"}
         assert 0.0 <= result["test_result"]["hit@5"] <= 1.0
 
@@ -65,12 +96,31 @@ def test_multi_domain_pretraining_set_loads_k_i_tokens(tmp_path):
     food, home = tmp_path / "food", tmp_path / "home"
     food.mkdir(), home.mkdir()
     model_dir = save_tiny_hf_clip(str(tmp_path / "clip"))
-    argv = ["amazon", "--domain", "Food", *write_synthetic_amazon(food, n_users=12, seed=1), "--domain", "Home",
-            *write_synthetic_amazon(home, n_users=15, seed=2), "--k", "3", "--encoder", f"hf-clip:{model_dir}", "--data-path", str(tmp_path / "pt"), "--device", "cpu"]
+    argv = [
+        "amazon",
+        "--domain",
+        "Food",
+        *write_synthetic_amazon(food, n_users=12, seed=1),
+        "--domain",
+        "Home",
+        *write_synthetic_amazon(home, n_users=15, seed=2),
+        "--k",
+        "3",
+        "--encoder",
+        f"hf-clip:{model_dir}",
+        "--data-path",
+        str(tmp_path / "pt"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     folder = tmp_path / "pt" / "FH_mm_full"
     assert sorted(f for f in os.listdir(folder) if "feat" in f and not f.endswith(".json")) == [
-        "Food.feat1CLS", "Food.feat2CLS", "Home.feat1CLS", "Home.feat2CLS"]
+        "Food.feat1CLS",
+        "Food.feat2CLS",
+        "Home.feat1CLS",
+        "Home.feat2CLS",
+    ]
 
     from recbole_mm.config import Config
     from recbole_mm.data.dataset import MultiModalSequentialDataset
