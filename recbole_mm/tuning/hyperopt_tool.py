@@ -46,6 +46,7 @@ def run_hyperopt(setup: SweepSetup, search: str, num_samples: int, progress: Cal
     records = []
 
     def objective(sampled: Dict) -> Dict:
+        sampled = {k: v.item() if isinstance(v, np.generic) else v for k, v in sampled.items()}  # plain Python values
         trial_id = f"hyperopt_{len(records):05d}"
         progress("start", trial_id, params=sampled)
         record = local_trial(setup, sampled, trial_id, on_epoch=lambda t, e, s: progress("epoch", t, epoch=e, score=s))

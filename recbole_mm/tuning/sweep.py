@@ -51,8 +51,11 @@ class SweepOptions:
                 f"need --max_concurrent >= 0, --cpus_per_trial > 0, --gpus_per_trial >= 0; found "
                 f"{self.max_concurrent}, {self.cpus_per_trial:g}, {self.gpus_per_trial:g}"
             )
-        if self.tool == "hyperopt" and self.address:
-            raise SweepSetupError("--address joins a Ray cluster: it needs --tool ray")
+        if self.tool == "hyperopt" and (self.address or self.gpus_per_trial):
+            raise SweepSetupError(
+                "--address and --gpus_per_trial place trials on Ray: they need --tool ray "
+                "(hyperopt trials run in this process, on the device of the config's gpu_id)"
+            )
 
 
 @dataclass
@@ -97,7 +100,7 @@ def parse_overrides(args: List[str]) -> Dict[str, Any]:
             raise SweepSetupError(f"unrecognised argument '{arg}': fixed overrides are written --key=value")
         key, value = arg[2:].split("=", 1)
         overrides[key] = value
-    return Config._convert_config_dict(None, overrides)
+    return Config._convert_config_dict(None, overrides)  # RecBole's own conversion; it does not use self
 
 
 def _check_local_gpus(options: SweepOptions) -> None:
@@ -123,7 +126,8 @@ def prepare_setup(
 
     Raises:
         ModelNotFoundError, DatasetNotFoundError: unknown model or dataset.
-        SweepSetupError: a config file is missing, or a parameter is both fixed and searched.
+        SweepSetupError: a config file is missing, a parameter is both fixed and searched, or no
+            validation would run (``eval_step`` > ``epochs``).
     """
     from recbole_mm.config import Config
     from recbole_mm.data.utils import ensure_dataset
@@ -146,6 +150,11 @@ def prepare_setup(
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = visible
     ensure_dataset(config)
+    if not 0 < config["eval_step"] <= config["epochs"]:
+        raise SweepSetupError(
+            f"eval_step={config['eval_step']} with epochs={config['epochs']}: trials would never validate, so "
+            f"nothing could be reported or selected; use 1 <= eval_step <= epochs"
+        )
     file_config = {}
     for path in files:
         with open(path, encoding="utf-8") as f:

@@ -94,13 +94,12 @@ def report_to_tune(metrics: Dict[str, Any]) -> None:
     ``ray.air.session.report(dict)`` (2.6 and earlier, which recbole 1.2.1 pins)."""
     from ray import tune
 
-    if "metrics" in inspect.signature(tune.report).parameters:
-        tune.report(metrics)
-        return
-    try:
-        from ray.train import report
-    except ImportError:
-        from ray.air.session import report
+    report = getattr(tune, "report", None)  # the legacy tune.report(**kwargs) takes no dict
+    if report is None or "metrics" not in inspect.signature(report).parameters:
+        try:
+            from ray.train import report
+        except ImportError:
+            from ray.air.session import report
     report(metrics)
 
 
@@ -120,7 +119,7 @@ def ray_trainable(sampled: Dict[str, Any], setup: SweepSetup) -> None:
     result = train_trial(setup, sampled, on_epoch, gpu_id=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     final = dict(last, finished=True, best_valid_score=float(result["best_valid_score"]))
     # A JSON string, not metrics: Ray's progress table shows numbers only, so nobody reads test scores
-    # while the sweep runs; the driver parses the winner's alone.
+    # while the sweep runs; the result files show the winner's alone.
     final["test_result"] = json.dumps({k: float(v) for k, v in result["test_result"].items()})
     final["saved_model_file"] = result["saved_model_file"] or ""
     report_to_tune(final)

@@ -57,11 +57,13 @@ def test_bad_params_file_names_the_line(sweep_args, tmp_path, capsys, text, mess
         ("--search=grid", "grid search needs only 'choice' parameters"),
         ("--num_samples=0", "--num_samples must be >= 1"),
         ("--config_files=missing.yaml", f"not found: {os.path.abspath('missing.yaml')}"),
+        ("--eval_step=5", "eval_step=5 with epochs=3: trials would never validate"),
+        ("--tool=hyperopt --gpus_per_trial=1", "--address and --gpus_per_trial place trials on Ray"),
     ],
 )
 def test_bad_argument(sweep_args, capsys, extra, message):
     args, out = sweep_args
-    _fails_before_trials(args + [extra], out, capsys, message)
+    _fails_before_trials(args + extra.split(), out, capsys, message)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")

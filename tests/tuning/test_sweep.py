@@ -143,3 +143,21 @@ def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
     assert record.status == ERROR
     assert record.error == "ValueError: Training loss is nan"
     assert record.test_result == {}
+
+
+@pytest.mark.slow
+def test_ray_random_search_is_reproducible(ray_session, cycle_data, tmp_path):
+    """Random search is seeded by the config's seed: the same points and the same scores twice."""
+    root, config_file, dataset = cycle_data
+    space = tmp_path / "space.hyper"
+    space.write_text("learning_rate loguniform -7,-3\nhidden_dropout_prob uniform 0.1,0.5\n")
+    runs = []
+    for attempt in range(2):
+        result = run_sweep(
+            "SASRec", dataset, str(space), [str(config_file)], {"data_path": str(root), "epochs": 1},
+            SweepOptions(tool="ray", num_samples=2, scheduler="fifo"), str(tmp_path / f"run{attempt}"),
+        )
+        runs.append(sorted((r.params["learning_rate"], r.params["hidden_dropout_prob"], r.best_valid_score) for r in result.records))
+    assert runs[0] == runs[1]
+    assert runs[0][0][:2] != runs[0][1][:2]
+    assert all(math.exp(-7) <= lr <= math.exp(-3) and 0.1 <= d <= 0.5 for lr, d, _ in runs[0])
