@@ -11,6 +11,7 @@
   last error of each are written to ``<out>/failed.tsv`` (replaced on every run).
 """
 
+import http.client
 import os
 import tempfile
 import time
@@ -68,7 +69,7 @@ def fetch(url: str, target: str, timeout: float) -> None:
             if err.code == 429 or err.code >= 500:
                 raise TransientError(f"HTTP {err.code}") from None
             raise
-        except (urllib.error.URLError, OSError, TimeoutError) as err:  # includes IncompleteRead, reset, timeout
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # IncompleteRead, reset, timeout
             raise TransientError(f"{type(err).__name__}: {err}") from None
         if expected is not None and size != int(expected):
             raise TransientError(f"truncated: {size} of {expected} bytes")

@@ -34,6 +34,12 @@ def server():
             if kind == "missing" or (kind == "flaky" and hits[self.path] == 1):
                 self.send_error(404 if kind == "missing" else 500)
                 return
+            if kind == "chunked":  # a chunk cut short: http.client raises IncompleteRead
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n" % len(good) + good[:100])
+                return
             body = {"garbage": b"<html>not an image</html>"}.get(kind, good)
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
@@ -62,6 +68,7 @@ def test_parallel_retried_resumable_and_never_partial(server, tmp_path):
         "I3": f"{base}/trunc/I3.jpg",
         "I4": f"{base}/missing/I4.jpg",
         "I5": f"{base}/garbage/I5.png",
+        "I7": f"{base}/chunked/I7.jpg",
         "I6": f"{base}/trunc/I6.jpg",
     }
     report, failed = download_images(urls, str(out), workers=4, retries=2, timeout=5, backoff=0.01)
@@ -69,17 +76,23 @@ def test_parallel_retried_resumable_and_never_partial(server, tmp_path):
     assert hits["/flaky/I2.jpg"] == 2  # retried after the 500
     assert hits["/trunc/I3.jpg"] == 3 and hits["/missing/I4.jpg"] == 1  # 404 is not retried
     assert hits["/trunc/I6.jpg"] == 0 and (out / "I6.jpg").read_bytes() == keep
-    assert set(failed) == {"I3", "I4", "I5"}
+    assert set(failed) == {"I3", "I4", "I5", "I7"}
+    assert "IncompleteRead" in failed["I7"] and hits["/chunked/I7.jpg"] == 3
     assert (
         failed["I4"] == "HTTP 404" and failed["I3"].startswith("truncated") and "not a decodable image" in failed["I5"]
     )
     assert sorted(os.listdir(out)) == ["I1.jpg", "I2.jpg", "I6.jpg", "failed.tsv"]  # no partial or temporary file
-    assert "6 items with an image URL: 2 fetched, 1 already present" in report.line()
-    assert "skipped 3 failed downloads" in report.line()
+    assert "7 items with an image URL: 2 fetched, 1 already present" in report.line()
+    assert "skipped 4 failed downloads" in report.line()
     assert (out / "failed.tsv").read_text().splitlines()[1].startswith("I3\ttruncated")
     hits.clear()
     report, failed = download_images(urls, str(out), workers=2, retries=0, timeout=5, backoff=0.01)
-    assert set(hits) == {"/trunc/I3.jpg", "/missing/I4.jpg", "/garbage/I5.png"}  # only what is missing
+    assert set(hits) == {
+        "/trunc/I3.jpg",
+        "/missing/I4.jpg",
+        "/garbage/I5.png",
+        "/chunked/I7.jpg",
+    }  # only what is missing
     assert "3 already present" in report.line()
 
 
