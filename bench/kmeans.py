@@ -5,7 +5,7 @@ regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``, fast-pytorch-km
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
 starts from the same ones (our seeded random init); a peer that is not installed is reported as unavailable.
 
-Columns: time (median of --reps runs after one warm-up), time relative to ours, and the inertia of the returned
+Columns: time (median of --reps runs after one warm-up, the peers taking turns), time relative to ours, and the inertia of the returned
 centroids (every point to its nearest returned centroid, float64) divided by the inertia of a float64 Lloyd
 run from the same initial centroids and the same number of iterations (the issue's quality bound: <= 1.005).
 
@@ -192,27 +192,31 @@ def run_regime(name, spec, device, reps, scale):
     else:
         ref_inertia = inertia_of(x.double(), plain_lloyd(x.double(), init.double(), ref_iter, torch.float64))
     floor = gemm_floor(x, init, ref_iter, device)
-    rows, ours_time = [], None
-    for peer, fn in PEERS.items():
+    notes, times, results = {}, {peer: [] for peer in PEERS}, {}
+    for peer, fn in PEERS.items():  # warm-up (kernel compilation, allocator); find the unavailable peers
         try:
-            fn(x, k, n_iter, init, one_pass=one_pass)  # warm-up (kernel compilation, allocator)
-            times = []
-            for _ in range(reps):
-                sync(device)
-                start = time.perf_counter()
-                centroids = fn(x, k, n_iter, init, one_pass=one_pass)
-                sync(device)
-                times.append(time.perf_counter() - start)
-            elapsed = statistics.median(times)
-            inertia = inertia_of(x.double(), centroids.double())
-            rows.append((peer, elapsed, inertia, ""))
-            if peer == "ours":
-                ours_time = elapsed
+            fn(x, k, n_iter, init, one_pass=one_pass)
         except Unavailable as why:
-            rows.append((peer, None, None, f"unavailable: {why}"))
-        except torch.cuda.OutOfMemoryError:
-            rows.append((peer, None, None, "failed: out of memory"))
+            notes[peer] = f"unavailable: {why}"
+        except torch.OutOfMemoryError:
+            notes[peer] = "failed: out of memory"
             torch.cuda.empty_cache()
+    for _ in range(reps):  # round-robin, so that a change in machine load hits every peer alike
+        for peer, fn in PEERS.items():
+            if peer in notes:
+                continue
+            sync(device)
+            start = time.perf_counter()
+            results[peer] = fn(x, k, n_iter, init, one_pass=one_pass)
+            sync(device)
+            times[peer].append(time.perf_counter() - start)
+    rows = []
+    for peer in PEERS:
+        if peer in notes:
+            rows.append((peer, None, None, notes[peer]))
+        else:
+            rows.append((peer, statistics.median(times[peer]), inertia_of(x.double(), results[peer].double()), ""))
+    ours_time = next(r[1] for r in rows if r[0] == "ours")
     ours_inertia = next(r[2] for r in rows if r[0] == "ours")
     print(f"{'peer':<24}{'time':>12}{'vs ours':>9}{'inertia / f64 Lloyd':>22}  note")
     for peer, elapsed, inertia, note in rows:

@@ -90,8 +90,9 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
 
     The blocks of a pass are visited in an order drawn from ``generator``. Each block moves every centroid it
     touches to the running mean of all points ever assigned to it (per-centre learning rate ``b_k / n_k``,
-    Sculley 2010). After a pass, clusters that received no point in that pass are kept or re-seeded on the
-    pass's farthest points. Returns ``(centroids, n_iter_done)``.
+    Sculley 2010; cosine mode re-normalises after each block). After a pass, clusters that received no point in
+    that pass are kept or re-seeded on the pass's farthest points (their running count restarts at 0).
+    Returns ``(centroids, n_iter_done)``.
     """
     n_batch, n_points, _ = x.shape
     totals = torch.zeros(n_batch, centroids.shape[1], dtype=centroids.dtype, device=centroids.device)
@@ -118,6 +119,7 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
         current = dist.sum(1) if want_dist else None
         if empty == "farthest":
             centroids = reseed_farthest(x, mask, centroids, seen == 0, dist, cosine)
+            totals = totals.masked_fill(seen == 0, 0)  # a re-seeded centre starts a fresh running mean
         done += 1
         if _converged(previous, current, tol):
             break

@@ -157,11 +157,12 @@ def test_kmeanspp_picks_one_point_per_far_blob():
     assert len(pairs) == 5 and len({label for _, label in pairs}) == 5  # the partition is the blobs
 
 
-def test_empty_cluster_keep_versus_farthest():
+@pytest.mark.parametrize("minibatch_size", [None, 4])
+def test_empty_cluster_keep_versus_farthest(minibatch_size):
     x = torch.tensor([[0.0], [1.0], [2.0], [10.0]], dtype=torch.float64)
     init = torch.tensor([[1.0], [1.0], [10.0]], dtype=torch.float64)
-    keep = kmeans(x, 3, n_iter=1, init=init, empty="keep")
-    far = kmeans(x, 3, n_iter=1, init=init, empty="farthest")
+    keep = kmeans(x, 3, n_iter=1, init=init, empty="keep", minibatch_size=minibatch_size)
+    far = kmeans(x, 3, n_iter=1, init=init, empty="farthest", minibatch_size=minibatch_size)
     # cluster 1 duplicates cluster 0 and gets no point; distances after the step are [1, 0, 1, 0]
     assert keep.centroids.flatten().tolist() == [1.0, 1.0, 10.0]
     assert far.centroids.flatten().tolist() == [1.0, 0.0, 10.0]  # farthest point, lower index on the tie
