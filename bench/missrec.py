@@ -1,0 +1,153 @@
+"""Benchmark: MISSRec interest discovery and one fine-tuning epoch, on synthetic data of the reference's sizes.
+
+A. Interest discovery at pre-training size (FHCKM: 446,975 items x 2 modalities = 893,950 tokens of 300 dims,
+   K = ceil(0.02 x T) = 17,879): ``model.discover_interests`` (adaptors + k-means + table update), the
+   reference-compatible one-pass k-means (``kmeans_faithful: True``) next to 20 Lloyd iterations (``False``).
+   Target (issue 4): <= 2 s per epoch for 20 Lloyd iterations on the GPU machine.
+B. One fine-tuning epoch on an Office-sized set (87,346 users, 25,986 items, ~600k training rows, 512-d text
+   and image features, transductive, batch 1024 / eval 2048 as the reference's Office runs): interest
+   discovery + training epoch, then full-sort validation. Target: <= 10 s (the reference logs imply 60-90 s).
+
+Peak GPU memory is printed per part. Synthetic datasets are written once into --data (reused when present).
+
+Usage: python bench/missrec.py --device cuda                   # full size (GPU machine)
+       python bench/missrec.py --device cpu --scale 0.01       # smoke check at 1% of the sizes
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole_mm.config import Config
+from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
+from recbole_mm.data.utils import create_dataset, data_preparation
+from recbole_mm.model.sequential_recommender.missrec import MISSRec
+from recbole_mm.trainer import MISSRecTrainer
+
+PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM = 446_975, 87_346, 25_986, 512
+
+
+def write_dataset(directory, name, n_users, n_items, mean_length, seed=0):
+    """Random histories that cover every item (lengths 3..2*mean-3), random 512-d text and image features."""
+    path = os.path.join(directory, name)
+    if os.path.isfile(os.path.join(path, f"{name}.feat3CLS")):
+        return
+    os.makedirs(path, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 2 * mean_length - 2, size=n_users)
+    items = np.concatenate([rng.permutation(n_items), rng.integers(0, n_items, size=max(lengths.sum() - n_items, 0))])
+    sequences = np.split(items[: lengths.sum()], np.cumsum(lengths)[:-1])
+    write_inter_files(path, name, leave_one_out([s.tolist() for s in tqdm(sequences, desc=f"{name} rows")], 50))
+    for suffix in ("feat1CLS", "feat3CLS"):
+        write_feature_file(os.path.join(path, f"{name}.{suffix}"), rng.standard_normal((n_items, DIM), np.float32), "random")
+
+
+def build(args, name, **extra):
+    config_dict = {
+        "data_path": args.data,
+        "checkpoint_dir": os.path.join(args.data, "saved"),
+        "use_gpu": args.device == "cuda",
+        "show_progress": False,
+        "topk": [10, 50],
+        "metrics": ["HIT", "NDCG"],
+        "valid_metric": "NDCG@10",
+        "eval_args": {"order": "TO", "mode": "full", "group_by": "user"},
+        "benchmark_filename": ["train", "valid", "test"],
+        "alias_of_item_id": ["item_id_list"],
+        "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+        **extra,
+    }
+    config = Config(model="MISSRec", dataset=name, config_dict=config_dict)
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    model = MISSRec(config, train_data.dataset).to(config["device"])
+    return config, model, train_data, valid_data
+
+
+def timed(fn, device, reps=1):
+    """Median seconds of ``reps`` runs after one warm-up run."""
+    times = []
+    for _ in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def peak_memory(device):
+    if device.type != "cuda":
+        return "n/a (CPU)"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return f"{peak:.2f} GiB"
+
+
+def bench_discovery(args):
+    n_items = max(int(PRETRAIN_ITEMS * args.scale), 100)
+    name = f"bench_pt_{n_items}"
+    write_dataset(args.data, name, n_users=max(n_items // 8, 10), n_items=n_items, mean_length=10)
+    rows = {}
+    for faithful in (True, False):
+        config, model, _, _ = build(args, name, train_stage="inductive_ft", interest_ratio=0.02, kmeans_faithful=faithful)
+        device = config["device"]
+        seconds = timed(lambda: model.discover_interests(0), device, reps=args.reps)
+        rows["one pass (kmeans_faithful: True)" if faithful else "20 Lloyd its (kmeans_faithful: False)"] = seconds
+        tokens, k = (model.n_items - 1) * len(model.modalities), model.n_interests
+    base = rows["20 Lloyd its (kmeans_faithful: False)"]
+    print(f"\nA. interest discovery: {tokens:,} tokens x {model.hidden_size}, K = {k:,} ({device}); target <= 2 s (20 its, GPU)")
+    for label, seconds in rows.items():
+        print(f"   {label:<40} {seconds:8.3f} s   x{seconds / base:.2f} of Lloyd")
+    print(f"   peak GPU memory: {peak_memory(device)}")
+
+
+def bench_finetune_epoch(args):
+    n_users, n_items = max(int(OFFICE_USERS * args.scale), 50), max(int(OFFICE_ITEMS * args.scale), 60)
+    name = f"bench_office_{n_users}_{n_items}"
+    write_dataset(args.data, name, n_users=n_users, n_items=n_items, mean_length=10)
+    config, model, train_data, valid_data = build(
+        args, name, train_batch_size=1024, eval_batch_size=2048, interest_ratio=0.3, epochs=1
+    )
+    trainer = MISSRecTrainer(config, model)
+    device = config["device"]
+    epoch = [0]
+
+    def train():
+        trainer._train_epoch(train_data, epoch[0])
+        epoch[0] += 1
+
+    train_s = timed(train, device, reps=args.reps)
+    train_peak = peak_memory(device)
+    valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps)
+    print(
+        f"\nB. fine-tuning epoch: {n_users:,} users, {n_items:,} items, {len(train_data.dataset):,} training rows, "
+        f"{DIM}-d text + image ({device}); target <= 10 s (GPU), reference ~60-90 s"
+    )
+    print(f"   train (incl. interest discovery) {train_s:8.3f} s   peak GPU memory {train_peak}")
+    print(f"   full-sort validation            {valid_s:8.3f} s   peak GPU memory {peak_memory(device)}")
+    print(f"   epoch total                     {train_s + valid_s:8.3f} s   x{(train_s + valid_s) / 10:.2f} of the 10 s target")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the reference sizes (items, users)")
+    parser.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up (median reported)")
+    parser.add_argument("--parts", default="A,B", help="A (interest discovery), B (fine-tuning epoch)")
+    parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")
+    args = parser.parse_args()
+    if "A" in args.parts:
+        bench_discovery(args)
+    if "B" in args.parts:
+        bench_finetune_epoch(args)
+
+
+if __name__ == "__main__":
+    main()
