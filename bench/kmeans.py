@@ -5,9 +5,10 @@ regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``, fast-pytorch-km
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
 starts from the same ones (our seeded random init); a peer that is not installed is reported as unavailable.
 
-Columns: time (median of --reps runs after one warm-up, the peers taking turns), time relative to ours, and the inertia of the returned
-centroids (every point to its nearest returned centroid, float64) divided by the inertia of a float64 Lloyd
-run from the same initial centroids and the same number of iterations (the issue's quality bound: <= 1.005).
+Columns: time (median of --reps runs after one warm-up, the peers taking turns), time relative to ours, and the
+inertia of the returned centroids (every point to its nearest returned centroid, float64) divided by the inertia
+of a float64 Lloyd run from the same initial centroids and the same number of iterations (the issue's quality
+bound: <= 1.005).
 
 Regimes (issue 3): cpu = 100k x 64, k=64, 20 it.; L = 1M x 256, K=1024, 20 it.; B = 1024 problems of 100 x 512,
 k=8, 10 it.; P1 = 894k x 300, K=17,879, one reference pass (MISSRec pre-training); P = the same, 20 it.;
@@ -37,8 +38,14 @@ REGIMES = {
     "P": dict(batch=None, n=893_950, d=300, k=17_879, n_iter=20),
     "F": dict(batch=None, n=51_972, d=300, k=25_986, n_iter=20),
 }
-TARGETS = {"L": "<= 85 ms", "B": "<= 1.5 ms", "P": ">= 8x TorchPQ", "P1": ">= 8x TorchPQ", "F": ">= 8x TorchPQ",
-           "cpu": "<= 1.5x faiss-cpu (all points)"}
+TARGETS = {
+    "L": "<= 85 ms",
+    "B": "<= 1.5 ms",
+    "P": ">= 8x TorchPQ",
+    "P1": ">= 8x TorchPQ",
+    "F": ">= 8x TorchPQ",
+    "cpu": "<= 1.5x faiss-cpu (all points)",
+}
 
 
 class Unavailable(Exception):
@@ -108,8 +115,15 @@ def peer_faiss(x, k, n_iter, init, one_pass=False, **_):
     except ImportError as error:
         raise Unavailable("faiss not installed") from error
     data = np.ascontiguousarray(x.cpu().numpy())
-    model = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=0, max_points_per_centroid=len(data) + 1,
-                         min_points_per_centroid=1, verbose=False)
+    model = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=n_iter,
+        seed=0,
+        max_points_per_centroid=len(data) + 1,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     model.train(data, init_centroids=np.ascontiguousarray(init.cpu().numpy()))
     return torch.from_numpy(model.centroids).to(x.device)
 
@@ -184,8 +198,10 @@ def run_regime(name, spec, device, reps, scale):
     x = torch.randn(*shape, generator=g, device=device)
     n_iter, one_pass = spec["n_iter"], spec.get("one_pass", False)
     init = kmeans(x, k, n_iter=0, seed=0).centroids
-    print(f"\n== regime {name}: {'%d problems of ' % batch if batch else ''}{n} x {spec['d']}, k={k}, "
-          f"{'one reference pass' if one_pass else f'{n_iter} iterations'}, device {device} (target {TARGETS[name]})")
+    print(
+        f"\n== regime {name}: {'%d problems of ' % batch if batch else ''}{n} x {spec['d']}, k={k}, "
+        f"{'one reference pass' if one_pass else f'{n_iter} iterations'}, device {device} (target {TARGETS[name]})"
+    )
     ref_iter = 1 if one_pass else n_iter
     if one_pass:
         ref_inertia = None  # the one-pass regime is compared with ours, not with Lloyd
@@ -225,7 +241,9 @@ def run_regime(name, spec, device, reps, scale):
             continue
         base = ref_inertia if ref_inertia is not None else ours_inertia
         label = "inertia / f64 Lloyd" if ref_inertia is not None else "inertia / ours"
-        print(f"{peer:<24}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}")
+        print(
+            f"{peer:<24}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}"
+        )
     print(f"{'floor (GEMMs alone)':<24}{floor * 1000:>10.1f}ms{floor / ours_time:>8.2f}x")
 
 
@@ -237,8 +255,10 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, help="multiply n, k and B (smoke runs)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     for name in args.regimes.split(","):
         run_regime(name, REGIMES[name], device, args.reps, args.scale)
 

@@ -146,6 +146,4 @@ def assign_pass(
                     counts.index_add_(0, flat, torch.ones_like(flat))  # bincount would sync with the host on CUDA
     if not want_sums:
         return PassResult(labels, None, None, dist)
-    return PassResult(
-        labels, sums[:-1].view(n_batch, k, dim), counts[:-1].view(n_batch, k).to(dtype), dist
-    )
+    return PassResult(labels, sums[:-1].view(n_batch, k, dim), counts[:-1].view(n_batch, k).to(dtype), dist)

@@ -51,7 +51,9 @@ def kmeanspp_init(x, mask, k: int, generator: torch.Generator, device, dtype, co
     (all distances 0) the draw is uniform over the real points.
     """
     n_batch, n_points, dim = x.shape
-    real = torch.ones(n_batch, n_points, dtype=torch.float64, device=device) if mask is None else mask.to(device).double()
+    real = (
+        torch.ones(n_batch, n_points, dtype=torch.float64, device=device) if mask is None else mask.to(device).double()
+    )
     rows = max(1, budget // (dim * 8 * 3))
     first = _real_keys(torch.rand(n_batch, n_points, generator=generator, dtype=torch.float64), mask).argmin(1)
     centres = [_gather_rows(x, first.unsqueeze(1), device, dtype, cosine)]

@@ -88,8 +88,16 @@ def kmeans(
     if precision is None:
         precision = "tf32" if device.type == "cuda" and problem.dtype == torch.float32 else "highest"
     options = dict(
-        n_iter=n_iter, tol=tol, init=init, cosine=distance == "cosine", empty=empty, seed=seed,
-        budget=memory_budget_bytes, minibatch_size=minibatch_size, precision=precision, device=device,
+        n_iter=n_iter,
+        tol=tol,
+        init=init,
+        cosine=distance == "cosine",
+        empty=empty,
+        seed=seed,
+        budget=memory_budget_bytes,
+        minibatch_size=minibatch_size,
+        precision=precision,
+        device=device,
     )
     run = backends.resolve(backend, problem, k, options)
     return run(problem, k, explicit, **options)

@@ -73,8 +73,15 @@ def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision):
     done = 0
     for _ in range(n_iter):
         step = assign_pass(
-            x, centroids, mask, budget=budget, precision=precision, cosine=cosine,
-            want_labels=False, want_sums=True, want_dist=want_dist,
+            x,
+            centroids,
+            mask,
+            budget=budget,
+            precision=precision,
+            cosine=cosine,
+            want_labels=False,
+            want_sums=True,
+            want_dist=want_dist,
         )
         current = step.dist.sum(1) if want_dist else None
         if _converged(previous, current, tol):
@@ -106,8 +113,16 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
         for i in torch.randperm(len(starts), generator=generator).tolist():
             rows = slice(starts[i], min(starts[i] + batch_rows, n_points))
             step = assign_pass(
-                x, centroids, mask, budget=budget, precision=precision, cosine=cosine, rows=rows,
-                want_labels=False, want_sums=True, want_dist=want_dist,
+                x,
+                centroids,
+                mask,
+                budget=budget,
+                precision=precision,
+                cosine=cosine,
+                rows=rows,
+                want_labels=False,
+                want_sums=True,
+                want_dist=want_dist,
             )
             totals += step.counts
             seen += step.counts

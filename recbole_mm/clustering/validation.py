@@ -35,7 +35,9 @@ def check_problem(x, k, mask=None) -> Problem:
     if not x.is_floating_point():
         raise ClusteringError(f"x: expected a floating-point tensor, found dtype {x.dtype}")
     if x.numel() == 0:
-        raise ClusteringError(f"x: expected at least one point with at least one dimension, found shape {tuple(x.shape)}")
+        raise ClusteringError(
+            f"x: expected at least one point with at least one dimension, found shape {tuple(x.shape)}"
+        )
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ClusteringError(f"k: expected an integer >= 1, found {k!r}")
     batched = x.dim() == 3
@@ -43,10 +45,14 @@ def check_problem(x, k, mask=None) -> Problem:
     n_batch, n_points = x3.shape[:2]
     if mask is not None:
         if not batched:
-            raise ClusteringError("mask: only valid with batched x of shape [B, n, d]; x has shape " f"{tuple(x.shape)}")
+            raise ClusteringError(
+                "mask: only valid with batched x of shape [B, n, d]; x has shape " f"{tuple(x.shape)}"
+            )
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ClusteringError(f"mask: expected a bool tensor of shape [B, n] = {[n_batch, n_points]}, found {found}")
+            raise ClusteringError(
+                f"mask: expected a bool tensor of shape [B, n] = {[n_batch, n_points]}, found {found}"
+            )
         if tuple(mask.shape) != (n_batch, n_points):
             raise ClusteringError(
                 f"mask: expected shape [B, n] = {[n_batch, n_points]} to match x {tuple(x.shape)}, "
@@ -58,7 +64,10 @@ def check_problem(x, k, mask=None) -> Problem:
         sizes = torch.full((n_batch,), n_points, dtype=torch.long)
     real = x3 if mask is None else x3[mask]
     if not bool(torch.isfinite(real).all()):
-        raise ClusteringError("x: expected finite values, found NaN or inf" + (" among the real (masked) points" if mask is not None else ""))
+        raise ClusteringError(
+            "x: expected finite values, found NaN or inf"
+            + (" among the real (masked) points" if mask is not None else "")
+        )
     too_small = (sizes < k).nonzero().flatten()
     if len(too_small):
         b = int(too_small[0])
@@ -75,7 +84,9 @@ def check_init(init, problem: Problem, k: int) -> Optional[torch.Tensor]:
             raise ClusteringError(f"init: expected 'random', 'kmeans++' or a tensor of centroids, found {init!r}")
         return None
     if not isinstance(init, torch.Tensor):
-        raise ClusteringError(f"init: expected 'random', 'kmeans++' or a tensor of centroids, found {type(init).__name__}")
+        raise ClusteringError(
+            f"init: expected 'random', 'kmeans++' or a tensor of centroids, found {type(init).__name__}"
+        )
     n_batch, _, dim = problem.x.shape
     expected = (n_batch, k, dim) if problem.batched else (k, dim)
     if tuple(init.shape) != expected:

@@ -39,7 +39,9 @@ def numpy_lloyd(x, init, n_iter, cosine=False):
 def blobs(n_per, centres, spread=0.3, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     centres = torch.as_tensor(centres, dtype=torch.float64)
-    points = centres.repeat_interleave(n_per, 0) + spread * torch.randn(len(centres) * n_per, centres.shape[1], generator=g, dtype=torch.float64)
+    points = centres.repeat_interleave(n_per, 0) + spread * torch.randn(
+        len(centres) * n_per, centres.shape[1], generator=g, dtype=torch.float64
+    )
     return points[torch.randperm(len(points), generator=g)].to(dtype)
 
 
@@ -258,11 +260,23 @@ def _inf():
         ((torch.zeros(4), 1), {}, r"shape \[n, d\]"),
         ((np.zeros((4, 2)), 1), {}, "torch.Tensor"),
         ((torch.zeros(4, 2, dtype=torch.long), 1), {}, "floating-point"),
-        ((random_data(8, 2).view(2, 4, 2), 2), {"mask": torch.ones(2, 5, dtype=torch.bool)}, r"mask: expected shape \[B, n\]"),
+        (
+            (random_data(8, 2).view(2, 4, 2), 2),
+            {"mask": torch.ones(2, 5, dtype=torch.bool)},
+            r"mask: expected shape \[B, n\]",
+        ),
         ((random_data(8, 2).view(2, 4, 2), 2), {"mask": torch.ones(2, 4)}, "mask: expected a bool tensor"),
         ((random_data(8, 2), 2), {"mask": torch.ones(8, dtype=torch.bool)}, "only valid with batched"),
-        ((random_data(8, 2).view(2, 4, 2), 2), {"mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)}, "problem 1 has 1 points"),
-        ((random_data(8, 2).view(2, 4, 2), 2), {"init": torch.zeros(2, 3, 2)}, r"init: expected centroids of shape \[2, 2, 2\]"),
+        (
+            (random_data(8, 2).view(2, 4, 2), 2),
+            {"mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)},
+            "problem 1 has 1 points",
+        ),
+        (
+            (random_data(8, 2).view(2, 4, 2), 2),
+            {"init": torch.zeros(2, 3, 2)},
+            r"init: expected centroids of shape \[2, 2, 2\]",
+        ),
         ((random_data(8, 2), 2), {"init": "k-means||"}, "init: expected 'random'"),
         ((random_data(8, 2), 2), {"backend": "sklearn"}, "backend: expected one of"),
         ((random_data(8, 2), 2), {"distance": "manhattan"}, "distance: expected one of"),

@@ -127,7 +127,9 @@ def unsupported(problem, k: int, options) -> Optional[str]:
     if k > MAX_K:
         return f"k = {k} > {MAX_K}"
     if _shared_bytes(n_points, k, dim) > SHARED_BYTES:
-        return f"k x d x 8 + n x 8 bytes = {_shared_bytes(n_points, k, dim)} exceed {SHARED_BYTES} bytes of shared memory"
+        return (
+            f"k x d x 8 + n x 8 bytes = {_shared_bytes(n_points, k, dim)} exceed {SHARED_BYTES} bytes of shared memory"
+        )
     return None
 
 
@@ -138,8 +140,9 @@ def _kernel(k: int):
     return cp.RawKernel(_SOURCE % {"k": k}, "lloyd_small")
 
 
-def cupy_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed, budget, minibatch_size,
-                precision, device) -> KMeansResult:
+def cupy_kmeans(
+    problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed, budget, minibatch_size, precision, device
+) -> KMeansResult:
     """Run the fused kernel on validated input (see :func:`recbole_mm.clustering.kmeans`)."""
     import cupy as cp
 
@@ -158,10 +161,20 @@ def cupy_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed,
     with cp.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
         with cp.cuda.ExternalStream(stream.cuda_stream):
             _kernel(k)(
-                (n_batch,), (THREADS,),
-                (cp.asarray(x), cp.asarray(mask.contiguous()), np.int32(has_mask), cp.asarray(centroids),
-                 cp.asarray(labels), cp.asarray(dist), np.int32(n_points), np.int32(dim), np.int32(n_iter),
-                 np.int32(cosine)),
+                (n_batch,),
+                (THREADS,),
+                (
+                    cp.asarray(x),
+                    cp.asarray(mask.contiguous()),
+                    np.int32(has_mask),
+                    cp.asarray(centroids),
+                    cp.asarray(labels),
+                    cp.asarray(dist),
+                    np.int32(n_points),
+                    np.int32(dim),
+                    np.int32(n_iter),
+                    np.int32(cosine),
+                ),
                 shared_mem=_shared_bytes(n_points, k, dim),
             )
     inertia = dist.double().sum(1)

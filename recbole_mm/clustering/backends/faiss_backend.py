@@ -29,8 +29,9 @@ def unsupported(problem, k: int, options) -> Optional[str]:
     return None
 
 
-def faiss_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed, budget, minibatch_size,
-                 precision, device):
+def faiss_kmeans(
+    problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed, budget, minibatch_size, precision, device
+):
     """Run ``faiss.Kmeans`` from the torch backend's initial centroids; labels and inertia are measured like
     the torch backend's (nearest returned centroid, exact float64 inertia)."""
     import faiss
@@ -47,11 +48,15 @@ def faiss_kmeans(problem, k, explicit, *, n_iter, tol, init, cosine, empty, seed
         centroids = start
     else:
         model = faiss.Kmeans(
-            data.shape[1], k, niter=n_iter, seed=seed, spherical=cosine, max_points_per_centroid=len(data) + 1,
-            min_points_per_centroid=1, verbose=False,
+            data.shape[1],
+            k,
+            niter=n_iter,
+            seed=seed,
+            spherical=cosine,
+            max_points_per_centroid=len(data) + 1,
+            min_points_per_centroid=1,
+            verbose=False,
         )
         model.train(data, init_centroids=np.ascontiguousarray(start.numpy()))
         centroids = torch.from_numpy(model.centroids.copy())
-    return final_assignment(
-        problem, centroids.unsqueeze(0), n_iter, cosine=cosine, budget=budget, precision="highest"
-    )
+    return final_assignment(problem, centroids.unsqueeze(0), n_iter, cosine=cosine, budget=budget, precision="highest")

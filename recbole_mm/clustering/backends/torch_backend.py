@@ -30,8 +30,22 @@ def final_assignment(problem: Problem, centroids, n_done, *, cosine, budget, pre
     return KMeansResult(last.labels[0], centroids[0], float(inertia[0]), n_done)
 
 
-def torch_kmeans(problem: Problem, k: int, explicit, *, n_iter, tol, init, cosine, empty, seed, budget,
-                 minibatch_size, precision, device) -> KMeansResult:
+def torch_kmeans(
+    problem: Problem,
+    k: int,
+    explicit,
+    *,
+    n_iter,
+    tol,
+    init,
+    cosine,
+    empty,
+    seed,
+    budget,
+    minibatch_size,
+    precision,
+    device
+) -> KMeansResult:
     """The torch backend on validated input (see :func:`kmeans`)."""
     generator = torch.Generator().manual_seed(seed)
     dtype = problem.dtype

@@ -25,7 +25,9 @@ def _blobs(n_batch, n, dim, k, seed=0):
     g = torch.Generator().manual_seed(seed)
     centres = 8 * torch.randn(n_batch, k, dim, generator=g)
     which = torch.randint(0, k, (n_batch, n), generator=g)
-    return (torch.gather(centres, 1, which.unsqueeze(-1).expand(-1, -1, dim)) + torch.randn(n_batch, n, dim, generator=g)).cuda()
+    return (
+        torch.gather(centres, 1, which.unsqueeze(-1).expand(-1, -1, dim)) + torch.randn(n_batch, n, dim, generator=g)
+    ).cuda()
 
 
 @pytest.mark.gpu
@@ -64,4 +66,3 @@ def test_named_cupy_backend_rejects_what_it_cannot_run():
     with pytest.raises(ClusteringError, match="k = 65"):
         kmeans(torch.randn(2, 100, 4).cuda(), 65, backend="cupy")
     assert kmeans(torch.randn(2, 100, 4).cuda(), 3, backend="auto").labels.shape == (2, 100)
-
