@@ -3,7 +3,6 @@ import os
 import pandas as pd
 import pytest
 
-from recbole_mm.data.atomic_files import chronological_sequences
 from recbole_mm.prepare.common import (
     PrepareError,
     SkipReport,
@@ -29,14 +28,6 @@ def test_k_core_iterates_to_a_fixed_point():
     assert sorted(zip(kept["user_id"], kept["item_id"])) == [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")]
     assert "2-core in 3 round(s) removed 2 users and 1 items" in report.line()
     assert k_core(kept, 2, SkipReport("t")).equals(kept)  # a fixed point
-
-
-def test_chronological_sequences_order_and_indices():
-    inter = frame([("b", "x", 5), ("a", "y", 1), ("a", "x", 3), ("b", "z", 2), ("a", "z", 3)])
-    sequences, users, items = chronological_sequences(inter)
-    # global time order: a-y@1, b-z@2, a-x@3, a-z@3 (tie: item x before z), b-x@5
-    assert users == ["a", "b"] and items == ["y", "z", "x"]
-    assert sequences == [[0, 2, 1], [1, 2]]
 
 
 def domain(name, sequences):
