@@ -17,8 +17,10 @@ class Config(RecBoleConfig):
     r"""RecBole's configurator, extended the way RecBole-GNN extends it.
 
     Priority, lowest first: RecBole's internal defaults (overall, model, dataset, quick-start by model type),
-    then recbole_mm's ``properties/overall.yaml``, ``properties/model/<Model>.yaml`` and ``properties/dataset/<dataset>.yaml``, then the user's config
-    files, ``config_dict`` and command line (``--key=value``).
+    then recbole_mm's ``properties/overall.yaml``, ``properties/model/<Model>.yaml`` and
+    ``properties/dataset/<dataset>.yaml``, then the dataset's own ``<data_path>/<dataset>/<dataset>.yaml`` (the
+    file ``python -m recbole_mm.prepare`` writes beside the data), then the user's config files,
+    ``config_dict`` and command line (``--key=value``).
 
     Model names are resolved by :func:`recbole_mm.utils.get_model`: recbole_mm first, then RecBole.
 
@@ -53,11 +55,15 @@ class Config(RecBoleConfig):
         for file in [os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")]:
             if os.path.isfile(file):
                 self._update_internal_config_dict(file)
-        dataset_file = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
-        if os.path.isfile(dataset_file):
-            preset = self._update_internal_config_dict(dataset_file) or {}
-            known = set(self.parameters["Dataset"])
-            self.parameters["Dataset"] = self.parameters["Dataset"] + [k for k in preset if k not in known]
+        data_path = self.external_config_dict.get("data_path") or self.internal_config_dict["data_path"]
+        for dataset_file in [
+            os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+            os.path.join(data_path, dataset, f"{dataset}.yaml"),  # written by python -m recbole_mm.prepare
+        ]:
+            if os.path.isfile(dataset_file):
+                preset = self._update_internal_config_dict(dataset_file) or {}
+                known = set(self.parameters["Dataset"])
+                self.parameters["Dataset"] = self.parameters["Dataset"] + [k for k in preset if k not in known]
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()

@@ -53,3 +53,14 @@ def test_model_lookup_falls_back_to_recbole():
 def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
     config = Config(model="SASRec", dataset="ml-100k_mm")
     assert "mm_features" in config.parameters["Dataset"] and "benchmark_filename" in config.parameters["Dataset"]
+
+
+def test_a_dataset_folder_config_is_loaded_under_user_settings(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mine.yaml").write_text("plm_size: 384\ntopk: [20]\nhidden_size: 32\n")
+    config = Config(
+        model="SASRec", dataset="mine", config_dict={"data_path": str(tmp_path), "hidden_size": 16}
+    )
+    assert config["plm_size"] == 384 and config["topk"] == [20]  # over the model's and recbole_mm's defaults
+    assert config["hidden_size"] == 16  # the user's setting wins
+    assert "plm_size" in config.parameters["Dataset"]
