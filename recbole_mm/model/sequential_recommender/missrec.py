@@ -26,9 +26,17 @@ Departures from the reference code (each keeps the reported numbers' computation
   sequence, where the reference re-uses the original sequence's image features and interests.
 * Multi-process pre-training really all-reduces gradients (the reference's DDP trains each rank alone),
   gathers in-batch negatives across ranks, and clusters once on rank 0, then broadcasts.
+  The interest tokens of every rank are padded to the global batch's width, because the regulariser
+  (kept as the reference computes it, padded positions included) depends on that width.
 * The single-modality pre-training branch works (the reference's has a ``pos_items_emb`` typo).
 * ``pretrained_path`` loads the Transformer, position embedding, LayerNorm, adaptors and fusion factor
   by name and shape; a checkpoint of another model, or a shape mismatch, is an error.
+* The k-means of epoch ``e`` is seeded with ``seed + e`` (the reference draws from numpy's global RNG).
+  A model evaluated before any training epoch clusters once on first use.
+* Kept as in the reference: an item missing a modality (zero features) is represented by the adaptor
+  bias alone, so at initialisation (zero bias) its cosine gets ``F.normalize``'s huge gradient, which
+  Adam absorbs; ``attn_dropout_prob`` and ``knn_local_ratio`` are read nowhere (DPC-KNN and
+  ``seq_mm_fusion: contextual`` are not implemented: the released runs use k-means and ``add``).
 """
 
 import math
@@ -188,7 +196,8 @@ class MISSRec(SequentialRecommender):
         if not os.path.isfile(path):
             raise RecBoleMMError(f"MISSRec: config key 'pretrained_path' points to {path}, which does not exist")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # trusted local checkpoint
-        model = checkpoint.get("config", {})["model"] if isinstance(checkpoint, dict) and "config" in checkpoint else None
+        saved_config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+        model = saved_config["model"] if saved_config is not None and "model" in saved_config else None
         if model != "MISSRec" or "state_dict" not in checkpoint:
             raise RecBoleMMError(
                 f"MISSRec: pretrained_path {path} is not a MISSRec checkpoint "
