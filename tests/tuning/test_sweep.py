@@ -113,23 +113,6 @@ def test_hyperopt_tool_runs_the_same_space(ray_sweep, cycle_data, lr_space, tmp_
     assert result.best is max((ours[lr] for lr in (0.01, 0.05, 1e-7)), key=lambda r: r.best_valid_score)
 
 
-def test_hyperopt_random_search_is_reproducible(cycle_data, tmp_path):
-    root, config_file, dataset = cycle_data
-    space = tmp_path / "lr.yaml"
-    space.write_text("learning_rate: {type: loguniform, low: 1e-3, high: 1e-1}\n")
-    runs = []
-    for attempt in range(2):
-        result = run_sweep(
-            "SASRec", dataset, str(space), [str(config_file)], {"data_path": str(root), "epochs": 1},
-            SweepOptions(tool="hyperopt", search="random", num_samples=2), str(tmp_path / f"run{attempt}"),
-        )
-        runs.append([(r.params["learning_rate"], r.best_valid_score) for r in result.records])
-    lrs = [lr for lr, _ in runs[0]]
-    assert len(set(lrs)) == 2 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
-    assert runs[0] == runs[1]
-    assert not any(math.isnan(s) for _, s in runs[0])
-
-
 def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
     """A diverging trial (RecBole raises on a NaN loss) becomes an error record; nothing is raised."""
     from recbole_mm.tuning.space import parse_hyper_lines
@@ -145,19 +128,23 @@ def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
     assert record.test_result == {}
 
 
-@pytest.mark.slow
-def test_ray_random_search_is_reproducible(ray_session, cycle_data, tmp_path):
+@pytest.mark.parametrize("tool", ["hyperopt", pytest.param("ray", marks=pytest.mark.slow)])
+def test_random_search_is_reproducible(tool, request, cycle_data, tmp_path):
     """Random search is seeded by the config's seed: the same points and the same scores twice."""
+    if tool == "ray":
+        request.getfixturevalue("ray_session")
     root, config_file, dataset = cycle_data
-    space = tmp_path / "space.hyper"
-    space.write_text("learning_rate loguniform -7,-3\nhidden_dropout_prob uniform 0.1,0.5\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "learning_rate: {type: loguniform, low: 1e-3, high: 1e-1}\nhidden_dropout_prob: {type: uniform, low: 0.1, high: 0.5}\n"
+    )
     runs = []
     for attempt in range(2):
         result = run_sweep(
             "SASRec", dataset, str(space), [str(config_file)], {"data_path": str(root), "epochs": 1},
-            SweepOptions(tool="ray", num_samples=2, scheduler="fifo"), str(tmp_path / f"run{attempt}"),
+            SweepOptions(tool=tool, num_samples=2, scheduler="fifo"), str(tmp_path / f"run{attempt}"),
         )
         runs.append(sorted((r.params["learning_rate"], r.params["hidden_dropout_prob"], r.best_valid_score) for r in result.records))
     assert runs[0] == runs[1]
     assert runs[0][0][:2] != runs[0][1][:2]
-    assert all(math.exp(-7) <= lr <= math.exp(-3) and 0.1 <= d <= 0.5 for lr, d, _ in runs[0])
+    assert all(1e-3 <= lr <= 1e-1 and 0.1 <= d <= 0.5 and not math.isnan(s) for lr, d, s in runs[0])
