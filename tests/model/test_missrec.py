@@ -418,3 +418,41 @@ def test_pretraining_augmentation(tmp_path):
         Interaction({"item_id_list": seq, "item_length": lengths, "item_id": torch.tensor([10, 11])})
     )
     assert torch.isfinite(loss)
+
+
+def test_pretraining_on_multi_domain_layout(tmp_path):
+    """The FHCKM layout: ``.pt_datasets`` names the domains, tokens are ``"<k>-<row>"``, features per domain."""
+    directory = tmp_path / "md"
+    directory.mkdir()
+    (directory / "md.pt_datasets").write_text("Food,Home\n")
+    rng = np.random.default_rng(1)
+    tables = {}
+    for domain in ("Food", "Home"):
+        for suffix in ("feat1CLS", "feat2CLS", "feat3CLS"):
+            tables[domain, suffix] = rng.standard_normal((6, DIM)).astype(np.float32)
+            write_feature_file(str(directory / f"{domain}.{suffix}"), tables[domain, suffix], "synthetic")
+    with open(directory / "md.train.inter", "w") as f:
+        f.write("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+        for user in range(12):
+            k = user % 2
+            items = [f"{k}-{(user + j) % 6}" for j in range(4)]
+            f.writelines(f"{k}-u{user}\t{' '.join(items[:j])}\t{items[j]}\n" for j in range(1, 4))
+    config = make_config(
+        tmp_path,
+        name="md",
+        train_stage="pretrain",
+        benchmark_filename=["train"],
+        modalities=["text", "image", "text_aug"],
+        pretrain_epochs=2,
+        train_batch_size=16,
+    )
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = MISSRec(config, train_data.dataset)
+    token = train_data.dataset.field2id_token["item_id"]
+    internal = int(np.flatnonzero(token == "1-4")[0])
+    assert torch.equal(model.features.image[internal], torch.from_numpy(tables["Home", "feat3CLS"][4]))
+    assert torch.equal(model.features.text_aug[internal], torch.from_numpy(tables["Home", "feat2CLS"][4]))
+    trainer = MISSRecTrainer(config, model)
+    before = model.img_adaptor.weight.detach().clone()
+    trainer.fit(train_data, None, verbose=False, saved=False)
+    assert not torch.equal(model.img_adaptor.weight, before) and int(model.interest_epoch) == 1
