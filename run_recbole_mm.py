@@ -8,22 +8,25 @@ Any ``--key=value`` is passed to RecBole's configuration (it overrides the confi
 """
 
 import argparse
+import os
 import sys
 
 DEMO_MODEL = "SASRec"  # the best model recbole_mm offers on the demo so far
 DEMO_DATASET = "ml-100k_mm"
-DEMO_CONFIG = ["props/demo.yaml"]
+DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props", "demo.yaml")]
 
 
 def parse_args(argv):
+    """``(model, dataset, config_files)``; with none of the three given, the demo's (other ``--key=value``
+    settings still apply). A model or dataset left out here may come from the config files."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", type=str, default=None, help="model name (default: the demo model)")
     parser.add_argument("--dataset", "-d", type=str, default=None, help="dataset name (default: ml-100k_mm)")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
     args, _ = parser.parse_known_args(argv)  # the rest (--key=value) is read by RecBole's Config
-    demo = args.model is None and args.dataset is None and args.config_files is None
-    config_files = DEMO_CONFIG if demo else (args.config_files.split() if args.config_files else None)
-    return args.model or DEMO_MODEL, args.dataset or DEMO_DATASET, config_files
+    if args.model is None and args.dataset is None and args.config_files is None:
+        return DEMO_MODEL, DEMO_DATASET, DEMO_CONFIG
+    return args.model, args.dataset, args.config_files.split() if args.config_files else None
 
 
 def main(argv=None) -> int:
@@ -36,7 +39,7 @@ def main(argv=None) -> int:
     except RecBoleMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"\n{model} on {dataset}")
+    print(f"\n{result['model']} on {result['dataset']}")
     for label, metrics in [("best valid", result["best_valid_result"]), ("test", result["test_result"])]:
         print(f"  {label:<10}  " + "  ".join(f"{name} {float(value):.4f}" for name, value in metrics.items()))
     return 0

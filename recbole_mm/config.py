@@ -5,6 +5,7 @@ import os
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_mm.errors import ConfigError
 from recbole_mm.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -36,7 +37,7 @@ class Config(RecBoleConfig):
     def _required(self, key, given):
         value = self.external_config_dict.get(key) if given is None else given
         if value is None:
-            raise KeyError(
+            raise ConfigError(
                 f"{key} must be given: as the {key} argument, in a config file, in config_dict "
                 f"or on the command line (--{key}=NAME)"
             )

@@ -20,3 +20,7 @@ class DataFieldError(RecBoleMMError):
 
 class ModelNotFoundError(RecBoleMMError, ValueError):
     """No model of that name in recbole_mm or RecBole."""
+
+
+class ConfigError(RecBoleMMError):
+    """A required setting is missing or contradicts another."""

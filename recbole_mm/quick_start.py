@@ -40,6 +40,7 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     return {
         "model": config["model"],
+        "dataset": config["dataset"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
@@ -67,7 +68,7 @@ def run_recbole_mm(
         callback_fn: called as ``callback_fn(epoch_idx, valid_score)`` after each validation.
 
     Returns:
-        dict with ``model``, ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        dict with ``model``, ``dataset``, ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result`` and ``saved_model_file``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)

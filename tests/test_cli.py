@@ -28,3 +28,15 @@ def test_unknown_model_exits_with_one_clear_message(tmp_path):
     proc = run_cli("--model=NoSuchRec", "--dataset=ml-100k_mm", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "model [NoSuchRec] is neither a recbole_mm model" in proc.stderr
+
+
+def test_model_and_dataset_may_come_from_a_config_file(tmp_path):
+    (tmp_path / "run.yaml").write_text("model: NoSuchRec\ndataset: ml-100k_mm\n")
+    proc = run_cli("--config_files=run.yaml", cwd=tmp_path)
+    assert proc.returncode == 2 and "model [NoSuchRec]" in proc.stderr  # the file's model, not the demo's
+
+
+def test_a_missing_model_setting_is_a_clear_error(tmp_path):
+    proc = run_cli("--dataset=ml-100k_mm", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model must be given" in proc.stderr
