@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_mm.clustering import kmeans, kmeans_reference
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.model.layers import ItemFeatureBank
 
@@ -230,8 +231,6 @@ class MISSRec(SequentialRecommender):
         ``1 + cluster id`` (row 0, PAD, stays interest 0). Under torch.distributed, rank 0 clusters and
         broadcasts the tables.
         """
-        from recbole_mm.clustering import kmeans, kmeans_reference
-
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
             was_training = self.training
