@@ -66,23 +66,22 @@ def _converged(previous: Optional[torch.Tensor], current: torch.Tensor, tol: Opt
     return bool(((previous - current) <= tol * previous).all())
 
 
+def _pass_settings(empty, tol, cosine, budget, precision) -> dict:
+    """Keyword arguments of :func:`assign_pass` for an update pass: sums always, distances when needed."""
+    want_dist = empty == "farthest" or tol is not None
+    return dict(
+        budget=budget, precision=precision, cosine=cosine, want_labels=False, want_sums=True, want_dist=want_dist
+    )
+
+
 def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision):
     """Full-batch Lloyd from ``centroids [B, k, d]``; returns ``(centroids, n_iter_done)``."""
-    want_dist = empty == "farthest" or tol is not None
+    settings = _pass_settings(empty, tol, cosine, budget, precision)
+    want_dist = settings["want_dist"]
     previous = None
     done = 0
     for _ in range(n_iter):
-        step = assign_pass(
-            x,
-            centroids,
-            mask,
-            budget=budget,
-            precision=precision,
-            cosine=cosine,
-            want_labels=False,
-            want_sums=True,
-            want_dist=want_dist,
-        )
+        step = assign_pass(x, centroids, mask, **settings)
         current = step.dist.sum(1) if want_dist else None
         if _converged(previous, current, tol):
             break
@@ -104,7 +103,8 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
     n_batch, n_points, _ = x.shape
     totals = torch.zeros(n_batch, centroids.shape[1], dtype=centroids.dtype, device=centroids.device)
     starts = list(range(0, n_points, batch_rows))
-    want_dist = empty == "farthest" or tol is not None
+    settings = _pass_settings(empty, tol, cosine, budget, precision)
+    want_dist = settings["want_dist"]
     previous = None
     done = 0
     for _ in range(n_iter):
@@ -112,18 +112,7 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
         dist = torch.zeros(n_batch, n_points, dtype=torch.float64, device=centroids.device) if want_dist else None
         for i in torch.randperm(len(starts), generator=generator).tolist():
             rows = slice(starts[i], min(starts[i] + batch_rows, n_points))
-            step = assign_pass(
-                x,
-                centroids,
-                mask,
-                budget=budget,
-                precision=precision,
-                cosine=cosine,
-                rows=rows,
-                want_labels=False,
-                want_sums=True,
-                want_dist=want_dist,
-            )
+            step = assign_pass(x, centroids, mask, rows=rows, **settings)
             totals += step.counts
             seen += step.counts
             touched = (step.counts > 0).unsqueeze(-1)
