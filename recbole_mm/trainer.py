@@ -1,6 +1,7 @@
 """Trainers of recbole_mm models: ``<Model>Trainer`` classes, found by :func:`recbole_mm.utils.get_trainer`.
 
-Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer`` for most).
+Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer`` for most), with
+:class:`AtomicCheckpointMixin` in front so that every checkpoint a recbole_mm run writes is atomic.
 """
 
 import os
@@ -12,7 +13,33 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 
-class MISSRecTrainer(Trainer):
+class AtomicCheckpointMixin:
+    """Write checkpoints to a temporary file beside the target, then rename: an interrupted save never
+    leaves a truncated checkpoint under the final name (RecBole's ``Trainer`` writes in place)."""
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        tmp = f"{target}.{os.getpid()}.tmp"
+        try:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
+            if os.path.exists(tmp):  # RecBole skips the save on non-zero DDP ranks
+                os.replace(tmp, target)
+                if verbose:
+                    self.logger.info(set_color("Saving current", "blue") + f": {target}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def with_atomic_checkpoints(trainer_class):
+    """``trainer_class`` with :class:`AtomicCheckpointMixin` in front (RecBole ``Trainer`` subclasses only;
+    others are returned unchanged)."""
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, AtomicCheckpointMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (AtomicCheckpointMixin, trainer_class), {"__module__": __name__})
+
+
+class MISSRecTrainer(AtomicCheckpointMixin, Trainer):
     r"""RecBole's trainer plus MISSRec's interest discovery and pre-training.
 
     * Before every training epoch (epoch 0 included) the model re-clusters its interests with the current

@@ -71,12 +71,13 @@ def get_model(model_name: str):
 
 
 def get_trainer(model_type, model_name: str):
-    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice."""
+    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice; RecBole's
+    ``Trainer`` family gets atomic checkpoint writes (:class:`recbole_mm.trainer.AtomicCheckpointMixin`)."""
     trainer_module = importlib.import_module("recbole_mm.trainer")
-    name = model_name + "Trainer"
-    if hasattr(trainer_module, name):
-        return getattr(trainer_module, name)
-    return recbole_get_trainer(model_type, model_name)
+    own = getattr(trainer_module, model_name + "Trainer", None)
+    if own is not None:
+        return own
+    return trainer_module.with_atomic_checkpoints(recbole_get_trainer(model_type, model_name))
 
 
 def is_recbole_mm_model(model_class) -> bool:
