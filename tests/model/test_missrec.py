@@ -25,7 +25,6 @@ from recbole_mm.trainer import MISSRecTrainer
 from recbole_mm.utils import get_trainer
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
-ML100K = os.path.join(os.path.dirname(__file__), "..", "..", "dataset", "ml-100k_mm")
 
 TINY = {
     "hidden_size": 16,
@@ -278,14 +277,15 @@ def test_bad_inputs_raise_before_training(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-def write_ml100k_slice(directory, n_users=50, max_history=20, train_rows=30):
+def write_ml100k_slice(source_root, directory, n_users=50, max_history=20, train_rows=30):
     """The first ``n_users`` users of ml-100k_mm (histories cut to the last ``max_history`` items, the last
     ``train_rows`` training rows per user), with its feature files."""
     name = "ml-100k_mm"
+    source = os.path.join(source_root, name)
     os.makedirs(directory / name)
     for part in ("train", "valid", "test"):
         per_user = {}
-        with open(os.path.join(ML100K, f"{name}.{part}.inter")) as src:
+        with open(os.path.join(source, f"{name}.{part}.inter")) as src:
             header = src.readline()
             for line in src:
                 user, history, item = line.rstrip("\n").split("\t")
@@ -297,12 +297,11 @@ def write_ml100k_slice(directory, n_users=50, max_history=20, train_rows=30):
             for lines in per_user.values():
                 dst.writelines(lines[-train_rows:])
     for suffix in ("feat1CLS", "feat3CLS"):
-        shutil.copy(os.path.join(ML100K, f"{name}.{suffix}"), directory / name / f"{name}.{suffix}")
+        shutil.copy(os.path.join(source, f"{name}.{suffix}"), directory / name / f"{name}.{suffix}")
 
 
-@pytest.mark.skipif(not os.path.isdir(ML100K), reason="ml-100k_mm not built")
-def test_short_ml100k_run_beats_untrained(tmp_path):
-    write_ml100k_slice(tmp_path)
+def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
+    write_ml100k_slice(ml100k_root, tmp_path)
     extra = {
         "data_path": str(tmp_path),
         "checkpoint_dir": str(tmp_path / "saved"),
