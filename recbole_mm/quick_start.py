@@ -13,7 +13,7 @@ import torch
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mm.config import Config
-from recbole_mm.data.utils import create_dataset, data_preparation
+from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -72,6 +72,7 @@ def run_recbole_mm(
         ``test_result`` and ``saved_model_file``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    ensure_dataset(config)  # a missing dataset fails here, before any logging
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

@@ -1,6 +1,7 @@
 """Dataset creation for recbole_mm: presence and field checks first, recbole_mm datasets first, RecBole's
 as the fallback."""
 
+import glob
 import importlib
 import os
 import pickle
@@ -60,10 +61,12 @@ def ensure_dataset(config) -> None:
     missing = [f for f in inter_files(config) if not os.path.isfile(f)]
     if missing:
         found = available_datasets(root)
+        nested = sorted(glob.glob(os.path.join(glob.escape(root), "*", name)))
+        hint = f" A folder '{name}' exists under {os.path.abspath(os.path.dirname(nested[0]))}: pass --data_path there." if nested else ""
         raise DatasetNotFoundError(
             f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)} "
             f"(data_path={os.path.abspath(root)}). Datasets there: {', '.join(found) or 'none'}; always available: "
-            f"{ml100k_mm.NAME} (built on first use), ml-100k (shipped with RecBole). To prepare a dataset see "
+            f"{ml100k_mm.NAME} (built on first use), ml-100k (shipped with RecBole).{hint} To prepare a dataset see "
             f"dataset/README.md, or point --data_path at the folder that holds '{name}/'."
         )
     check_inter_fields(config)
