@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from recbole.data.dataset import Dataset, SequentialDataset
 
-from recbole_mm.data.features import assemble_table, feature_specs, field_rows, gather_file_rows
+from recbole_mm.data.features import feature_specs, field_table, file_table, presence
 from recbole_mm.errors import FeatureFileError
 
 
@@ -45,19 +45,19 @@ class MultiModalFeaturesMixin:
         item_tokens = np.asarray(self.field2id_token[self.iid_field][1:], dtype=object)
         for spec in feature_specs(self.config):
             if spec.field is None:
-                rows = gather_file_rows(spec, self.dataset_path, self.dataset_name, item_tokens)
+                table = file_table(spec, self.dataset_path, self.dataset_name, item_tokens)
                 source = os.path.join(self.dataset_path, f"{self.dataset_name}.{spec.suffix}")
             else:
-                rows = self._float_seq_rows(spec)
+                table = self._float_seq_table(spec)
                 source = f"{self.dataset_name}.item:{spec.field}"
-            table, present = assemble_table(rows)
+            present = presence(table)
             self.mm_features[spec.name] = ItemFeatures(torch.from_numpy(table), torch.from_numpy(present), source)
             self.logger.info(
                 f"modality [{spec.name}]: {table.shape[0] - 1} items x {table.shape[1]} from {source}, "
                 f"{int(present[1:].sum())} present, {int((~present[1:]).sum())} missing (zero rows)"
             )
 
-    def _float_seq_rows(self, spec):
+    def _float_seq_table(self, spec):
         """Rows of a ``float_seq`` field of the ``.item`` file (RecBole keeps it as a DataFrame until ``build``)."""
         where = os.path.join(self.dataset_path, f"{self.dataset_name}.item")
         if self.item_feat is None or spec.field not in self.item_feat.columns:
@@ -76,10 +76,10 @@ class MultiModalFeaturesMixin:
         filled = [k for k, v in enumerate(column) if len(v)]
         values = np.asarray([column[k] for k in filled], dtype=np.float32)
         ids = np.asarray(self.item_feat[self.iid_field], dtype=np.int64)[filled]
-        rows = field_rows(spec, ids, values, self.item_num, where)
+        table = field_table(spec, ids, values, self.item_num, where)
         # The table now lives with the model; drop the column so batches do not join it per row.
         self._del_col(self.item_feat, spec.field)
-        return rows
+        return table
 
 
 class MultiModalDataset(MultiModalFeaturesMixin, Dataset):

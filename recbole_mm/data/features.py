@@ -128,14 +128,18 @@ def open_feature_file(path: str, dim: Optional[int]) -> np.ndarray:
 
 def _parse_int_tokens(tokens: np.ndarray, what: str) -> np.ndarray:
     """Vectorised str -> int64 conversion; the error names the first offending tokens."""
+    try:
+        numbers = np.asarray(tokens, dtype=object).astype(np.int64)
+        if numbers.size == 0 or numbers.min() >= 0:
+            return numbers
+    except (ValueError, OverflowError):
+        pass
     numbers = pd.to_numeric(pd.Series(tokens, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers)) | (numbers < 0)
-    if bad.any():
-        raise FeatureFileError(
-            f"{what}: item tokens must be non-negative integers (the row of the item in the feature file), "
-            f"found {list(tokens[bad][:5])}"
-        )
-    return numbers.astype(np.int64)
+    raise FeatureFileError(
+        f"{what}: item tokens must be non-negative integers (the row of the item in the feature file), "
+        f"found {list(np.asarray(tokens, dtype=object)[bad][:5])}"
+    )
 
 
 def parse_item_rows(tokens: np.ndarray, n_domains: int = 0, what: str = "item tokens") -> Tuple[np.ndarray, np.ndarray]:
@@ -174,56 +178,65 @@ def read_domains(dataset_dir: str, dataset_name: str) -> List[str]:
     return domains
 
 
-def gather_file_rows(
-    spec: FeatureSpec, dataset_dir: str, dataset_name: str, item_tokens: np.ndarray
-) -> np.ndarray:
-    """Rows of the feature file(s) for ``item_tokens`` (``[PAD]`` excluded), float32 ``[n, dim]``."""
+def file_table(spec: FeatureSpec, dataset_dir: str, dataset_name: str, item_tokens: np.ndarray) -> np.ndarray:
+    """The ``[len(item_tokens) + 1, dim]`` float32 table for ``item_tokens`` (``[PAD]`` excluded): row 0 zero,
+    row ``j`` the feature-file row of token ``j - 1``, gathered straight from the memory-mapped file(s)."""
     domains = read_domains(dataset_dir, dataset_name)
     files = [f"{name}.{spec.suffix}" for name in (domains or [dataset_name])]
     domain_of, rows = parse_item_rows(item_tokens, len(domains), what=f"{dataset_name} item_id ({spec.name})")
-    out = None
+    tokens = np.asarray(item_tokens, dtype=object)
+    table = None
     for k, file_name in enumerate(files):
         selected = np.flatnonzero(domain_of == k)
         if len(selected) == 0:
             continue
         path = os.path.join(dataset_dir, file_name)
         matrix = open_feature_file(path, spec.dim)
-        if out is None:
-            out = np.zeros((len(item_tokens), matrix.shape[1]), dtype=np.float32)
-        elif matrix.shape[1] != out.shape[1]:
-            raise FeatureFileError(f"feature file {path}: dim {matrix.shape[1]}, other domains have {out.shape[1]}")
+        if table is None:
+            table = np.zeros((len(tokens) + 1, matrix.shape[1]), dtype=np.float32)
+        elif matrix.shape[1] != table.shape[1]:
+            raise FeatureFileError(f"feature file {path}: dim {matrix.shape[1]}, other domains have {table.shape[1]}")
         too_far = rows[selected] >= matrix.shape[0]
         if too_far.any():
             raise FeatureFileError(
                 f"feature file {path} has {matrix.shape[0]} rows, but item tokens "
-                f"{list(np.asarray(item_tokens, dtype=object)[selected[too_far]][:5])} point past its end"
+                f"{list(tokens[selected[too_far]][:5])} point past its end"
             )
-        out[selected] = matrix[rows[selected]]
-        _check_finite(out[selected], np.asarray(item_tokens, dtype=object)[selected], path)
-    if out is None:  # no items at all
-        out = np.zeros((0, spec.dim or 0), dtype=np.float32)
-    return out
+        if len(selected) == len(tokens):  # every item in this file: gather into place, no temporary
+            gathered = table[1:]
+            if matrix.dtype == np.float32:
+                np.take(matrix, rows, axis=0, out=gathered)
+            else:
+                gathered[:] = matrix[rows]
+        else:
+            table[selected + 1] = matrix[rows[selected]]
+            gathered = table[selected + 1]
+        _check_finite(gathered, tokens[selected], path)
+    if table is None:  # no items at all
+        table = np.zeros((1, spec.dim or 0), dtype=np.float32)
+    return table
 
 
 def _check_finite(values: np.ndarray, tokens: np.ndarray, where: str) -> None:
+    # one float64 row sum per item: NaN or inf anywhere in a row makes it non-finite (no n x dim temporary)
+    if np.isfinite(values.sum(axis=1, dtype=np.float64)).all():
+        return
     bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        raise FeatureFileError(
-            f"{where}: NaN or inf in the feature rows of items {list(tokens[bad][:5])} "
-            f"({int(bad.sum())} item(s) in all); expected finite values (use a zero row for a missing modality)"
-        )
+    raise FeatureFileError(
+        f"{where}: NaN or inf in the feature rows of items {list(tokens[bad][:5])} "
+        f"({int(bad.sum())} item(s) in all); expected finite values (use a zero row for a missing modality)"
+    )
 
 
-def assemble_table(rows_without_pad: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Prepend the zero ``[PAD]`` row; return ``(table [n_items, dim] float32, present [n_items] bool)``."""
-    table = np.concatenate([np.zeros((1, rows_without_pad.shape[1]), np.float32), rows_without_pad], axis=0)
-    present = np.any(table != 0, axis=1)
-    return table, present
+def presence(table: np.ndarray) -> np.ndarray:
+    """``[n_items]`` bool: False for all-zero rows (PAD, or the modality is missing)."""
+    return np.any(table, axis=1)
 
 
-def field_rows(spec: FeatureSpec, item_ids: np.ndarray, values: np.ndarray, n_items: int, where: str) -> np.ndarray:
-    """Scatter ``float_seq`` rows ``values [m, dim]`` of internal ids ``item_ids [m]`` into ``[n_items - 1, dim]``."""
+def field_table(spec: FeatureSpec, item_ids: np.ndarray, values: np.ndarray, n_items: int, where: str) -> np.ndarray:
+    """Scatter ``float_seq`` rows ``values [m, dim]`` of internal ids ``item_ids [m]`` into ``[n_items, dim]``."""
     table = np.zeros((n_items, spec.dim), dtype=np.float32)
     table[item_ids] = values
     _check_finite(table, np.arange(n_items), f"{where} field '{spec.field}' (internal item ids)")
-    return table[1:]
+    table[0] = 0
+    return table
