@@ -1,0 +1,185 @@
+"""Produce ``results/ml-100k_mm.md``: MISSRec in its four settings next to RecBole's SASRec and BERT4Rec
+on ml-100k_mm, same split and protocol (``results/ml-100k_mm.yaml``), mean and std over seeds.
+
+    python results/run_ml100k_mm.py --device cuda           # the table (GPU machine; hours on a CPU)
+    python results/run_ml100k_mm.py --smoke --device cpu    # pipeline check: 60 users, 1 epoch, 1 seed
+
+Rows ("With ID" = transductive_ft with item ID embeddings, else inductive_ft on features only):
+
+- "Pre-trained" = pre-trained on domain A of ``ml-100k_mm`` (movies with Drama or Romance; see
+  ``recbole_mm/data/ml100k_mm_domains.py``) with ``props/pretrain.yaml``, one pre-training per seed, then
+  fine-tuned on the whole ``ml-100k_mm`` with the PT1 recipe (Transformer and position embedding frozen).
+  Pre-training reads only ``ml-100k_mm_A.train.inter``, which holds none of ``ml-100k_mm``'s validation
+  or test targets (a user's last two ratings are the last two of their domain too). ``ml-100k_mm``
+  itself cannot be pre-trained on: it has no word-dropped text (``feat2CLS``), which pre-training needs.
+- Every row is one ``run_recbole_mm.py`` command (printed, and listed in the table file); this script
+  runs them one after another and reads the test metrics they print.
+
+``--smoke`` runs every command on a 60-user copy of the data in a temporary folder with tiny sizes and
+prints what it got; it never writes ``results/ml-100k_mm.md``.
+"""
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOL = "results/ml-100k_mm.yaml"
+TABLE = os.path.join(ROOT, "results", "ml-100k_mm.md")
+DATASET = "ml-100k_mm"
+METRICS = ["hit@10", "hit@50", "ndcg@10", "ndcg@50"]
+SMOKE = {"hidden_size": 32, "inner_size": 32, "n_heads": 2, "n_layers": 2, "eval_batch_size": 256}
+SMOKE_USERS, SMOKE_ROWS = 60, 15
+
+# label -> (model, extra settings, pre-trained)
+ROWS = {
+    "SASRec": ("SASRec", {}, False),
+    "BERT4Rec": ("BERT4Rec", {}, False),
+    "MISSRec, ID, from scratch": ("MISSRec", {"train_stage": "transductive_ft"}, False),
+    "MISSRec, no ID, from scratch": ("MISSRec", {"train_stage": "inductive_ft"}, False),
+    "MISSRec, ID, pre-trained": ("MISSRec", {"train_stage": "transductive_ft"}, True),
+    "MISSRec, no ID, pre-trained": ("MISSRec", {"train_stage": "inductive_ft"}, True),
+}
+
+
+def gpu_id(device: str) -> str:
+    """RecBole's ``gpu_id`` for a torch device name: ``cpu`` -> '' (no GPU), ``cuda`` / ``cuda:N``."""
+    if device == "cpu":
+        return ""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise SystemExit(f"--device: expected cpu, cuda or cuda:N, found {device!r}")
+    return match.group(1) or "0"
+
+
+def command(model: str, dataset: str, config_files: List[str], settings: Dict) -> List[str]:
+    args = [sys.executable, "run_recbole_mm.py", f"--model={model}", f"--dataset={dataset}"]
+    args.append(f"--config_files={' '.join(config_files)}")
+    return args + [f"--{key}={value}" for key, value in settings.items()]
+
+
+def shown(args: List[str]) -> str:
+    return " ".join(shlex.quote(a) for a in ["python"] + args[1:])
+
+
+def run(args: List[str]) -> Dict[str, float]:
+    """Run one command from the repository root; the test metrics it prints (empty for pre-training)."""
+    print(f"$ {shown(args)}", flush=True)
+    start = time.time()
+    done = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-5000:], file=sys.stderr)
+        raise SystemExit(f"command failed (exit {done.returncode}): {shown(args)}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("  test ")]
+    metrics = dict(re.findall(r"(\S+@\d+) ([0-9.]+)", lines[-1])) if lines else {}
+    print(f"  {time.time() - start:.0f} s  " + "  ".join(f"{k} {v}" for k, v in metrics.items()), flush=True)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def pretrain_command(seed: int, common: Dict, pretrain_epochs: int) -> List[str]:
+    from recbole_mm.data.ml100k_mm_domains import NAME_A
+
+    settings = {**common, "seed": seed, "pretrain_epochs": pretrain_epochs, "save_step": pretrain_epochs}
+    settings["ckpt_suffix"] = f"seed{seed}"
+    # the pre-training preset last: its batch size (4096, in-batch negatives) and interest ratio win
+    return command("MISSRec", NAME_A, [PROTOCOL, "props/pretrain.yaml"], settings)
+
+
+def checkpoint(seed: int, checkpoint_dir: str, pretrain_epochs: int) -> str:
+    from recbole_mm.data.ml100k_mm_domains import NAME_A
+
+    return os.path.join(checkpoint_dir, f"MISSRec-{NAME_A}-{pretrain_epochs}-seed{seed}.pth")
+
+
+def table(results: Dict[str, List[Dict[str, float]]], commands: Dict[str, List[str]], seeds, header: str) -> str:
+    out = [header, "", "| model | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for label, runs in results.items():
+        cells = []
+        for metric in METRICS:
+            values = np.array([r[metric] for r in runs])
+            std = values.std(ddof=1) if len(values) > 1 else float("nan")
+            cells.append(f"{values.mean():.4f} ± {std:.4f}")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std). Commands, one per row and seed:", ""]
+    for label, lines in commands.items():
+        out += [f"- {label}:", "", "  ```bash", *(f"  {line}" for line in lines), "  ```", ""]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default cuda)")
+    parser.add_argument("--epochs", type=int, default=300, help="maximum fine-tuning epochs (early stopping on)")
+    parser.add_argument("--pretrain-epochs", type=int, default=100, help="MISSRec pre-training epochs on domain A")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022], help="seeds (default 3)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW", help="rows to run")
+    parser.add_argument("--smoke", action="store_true", help="60 users, 1 epoch, first seed, tiny sizes; no table file")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    from recbole_mm.data import ml100k_mm, ml100k_mm_domains
+
+    data_path = os.path.join(ROOT, "dataset")
+    ml100k_mm.ensure_built(data_path)
+    ml100k_mm_domains.ensure_built(data_path)
+    common = {"gpu_id": gpu_id(args.device), "data_path": "dataset/"}  # over props/pretrain.yaml's
+    checkpoint_dir = os.path.join(ROOT, "saved")
+    seeds, epochs, pretrain_epochs = args.seeds, args.epochs, args.pretrain_epochs
+    if args.smoke:
+        scratch = tempfile.mkdtemp(prefix="ml100k_mm_smoke.")
+        for name in (ml100k_mm.NAME, ml100k_mm_domains.NAME_A):
+            ml100k_mm_domains.copy_slice(data_path, scratch, name, SMOKE_USERS, SMOKE_ROWS)
+        checkpoint_dir = os.path.join(scratch, "saved")
+        common.update(SMOKE, data_path=scratch, checkpoint_dir=checkpoint_dir)
+        seeds, epochs, pretrain_epochs = seeds[:1], 1, 1
+        print(f"SMOKE CHECK in {scratch}: {SMOKE_USERS} users, 1 epoch, seed {seeds[0]}; not results", flush=True)
+
+    results: Dict[str, List[Dict[str, float]]] = {label: [] for label in args.rows}
+    commands: Dict[str, List[str]] = {label: [] for label in args.rows}
+    pretrained_rows = [label for label in args.rows if ROWS[label][2]]
+    for seed in seeds:
+        if pretrained_rows:
+            pretrain = pretrain_command(seed, common, pretrain_epochs)
+            run(pretrain)
+            for label in pretrained_rows:
+                commands[label].append(shown(pretrain))
+        for label in args.rows:
+            model, extra, pretrained = ROWS[label]
+            settings = {**common, **extra, "seed": seed, "epochs": epochs}
+            if pretrained:
+                settings["pretrained_path"] = checkpoint(seed, checkpoint_dir, pretrain_epochs)
+            args_row = command(model, DATASET, [PROTOCOL], settings)
+            commands[label].append(shown(args_row))
+            results[label].append(run(args_row))
+            missing = [m for m in METRICS if m not in results[label][-1]]
+            if missing:
+                raise SystemExit(f"{label}: the run printed no test {missing}")
+
+    if args.smoke:
+        print(table(results, commands, seeds, "SMOKE CHECK (60 users, 1 epoch, tiny sizes): NOT RESULTS"))
+        shutil.rmtree(scratch)
+        return 0
+    header = (
+        f"# ml-100k_mm: MISSRec, SASRec and BERT4Rec\n\nProduced by `python results/run_ml100k_mm.py "
+        f"--device {args.device} --epochs {epochs} --pretrain-epochs {pretrain_epochs} "
+        f"--seeds {' '.join(map(str, seeds))}`. Protocol: `{PROTOCOL}` (leave-one-out, full ranking, "
+        f"early stopping on valid NDCG@10); test metrics of the best validation epoch."
+    )
+    from recbole_mm.data.atomic_files import atomic_write
+
+    with atomic_write(TABLE) as f:
+        f.write(table(results, commands, seeds, header) + "\n")
+    print(f"wrote {TABLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
