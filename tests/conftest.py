@@ -1,4 +1,4 @@
-"""Shared fixtures: the real ml-100k_mm demo dataset, built once per test session into a temporary data_path."""
+"""Shared fixtures: the real ml-100k_mm demo dataset (built once per session), and a clean sys.argv."""
 
 import pytest
 
@@ -11,3 +11,11 @@ def ml100k_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     ml100k_mm.build(str(root))
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plain_argv():
+    """RecBole's Config reads ``--key=value`` pairs from sys.argv; pytest's own options must not leak in."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["pytest"])
+        yield

@@ -138,7 +138,7 @@ def _parse_int_tokens(tokens: np.ndarray, what: str) -> np.ndarray:
     bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers)) | (numbers < 0)
     raise FeatureFileError(
         f"{what}: item tokens must be non-negative integers (the row of the item in the feature file), "
-        f"found {list(np.asarray(tokens, dtype=object)[bad][:5])}"
+        f"found {np.asarray(tokens, dtype=object)[bad][:5].tolist()}"
     )
 
 
@@ -156,12 +156,14 @@ def parse_item_rows(tokens: np.ndarray, n_domains: int = 0, what: str = "item to
     split = pd.Series(tokens, dtype=object).str.split("-", n=1, expand=True)
     if split.shape[1] != 2 or split[1].isna().any():
         bad = tokens[split[1].isna().to_numpy()] if split.shape[1] == 2 else tokens
-        raise FeatureFileError(f"{what}: multi-domain item tokens must look like '<k>-<row>', found {list(bad[:5])}")
+        raise FeatureFileError(
+            f"{what}: multi-domain item tokens must look like '<k>-<row>', found {bad[:5].tolist()}"
+        )
     domains = _parse_int_tokens(split[0].to_numpy(dtype=object), what)
     if (domains >= n_domains).any():
         raise FeatureFileError(
             f"{what}: domain index out of range: the .pt_datasets file lists {n_domains} domains, "
-            f"found tokens {list(tokens[domains >= n_domains][:5])}"
+            f"found tokens {tokens[domains >= n_domains][:5].tolist()}"
         )
     return domains, _parse_int_tokens(split[1].to_numpy(dtype=object), what)
 
@@ -200,7 +202,7 @@ def file_table(spec: FeatureSpec, dataset_dir: str, dataset_name: str, item_toke
         if too_far.any():
             raise FeatureFileError(
                 f"feature file {path} has {matrix.shape[0]} rows, but item tokens "
-                f"{list(tokens[selected[too_far]][:5])} point past its end"
+                f"{tokens[selected[too_far]][:5].tolist()} point past its end"
             )
         if len(selected) == len(tokens):  # every item in this file: gather into place, no temporary
             gathered = table[1:]
@@ -223,7 +225,7 @@ def _check_finite(values: np.ndarray, tokens: np.ndarray, where: str) -> None:
         return
     bad = ~np.isfinite(values).all(axis=1)
     raise FeatureFileError(
-        f"{where}: NaN or inf in the feature rows of items {list(tokens[bad][:5])} "
+        f"{where}: NaN or inf in the feature rows of items {tokens[bad][:5].tolist()} "
         f"({int(bad.sum())} item(s) in all); expected finite values (use a zero row for a missing modality)"
     )
 

@@ -75,7 +75,7 @@ def read_splits(source_dir: str, name: str) -> Dict[str, List[Tuple[int, int]]]:
     bad = numbers.isna().any(axis=1) | (numbers < 0).any(axis=1) | ~numbers["x_label"].isin([0, 1, 2])
     if bad.any():
         raise PrepareError(
-            f"{inter_path}: rows {list(np.flatnonzero(bad)[:5] + 2)} need non-negative integer ids and x_label 0, 1 or 2"
+            f"{inter_path}: rows {(np.flatnonzero(bad)[:5] + 2).tolist()} need non-negative integer ids and x_label 0, 1 or 2"
         )
     numbers = numbers.astype("int64")
     return {
@@ -110,7 +110,7 @@ def convert_mmrec(source_dir: str, data_path: str, name: str) -> Tuple[str, Skip
             raise PrepareError(f"{path}: {matrix.shape[0]} rows, but the interactions use item ids up to {n_items - 1}")
         if not np.isfinite(matrix).all():
             raise PrepareError(
-                f"{path}: NaN or inf in rows {list(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5])}"
+                f"{path}: NaN or inf in rows {np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5].tolist()}"
             )
         features[suffix] = (matrix, file)
     target = os.path.join(data_path, name)
