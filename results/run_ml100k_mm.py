@@ -10,7 +10,7 @@ Rows ("With ID" = transductive_ft with item ID embeddings, else inductive_ft on 
   ``recbole_mm/data/ml100k_mm_domains.py``) with ``props/pretrain.yaml``, one pre-training per seed, then
   fine-tuned on the whole ``ml-100k_mm`` with the PT1 recipe (Transformer and position embedding frozen).
   Pre-training reads only ``ml-100k_mm_A.train.inter``, which holds none of ``ml-100k_mm``'s validation
-  or test targets (a user's last two ratings are the last two of their domain too). ``ml-100k_mm``
+  or test targets (a target that is a domain-A movie is among the user's last two A ratings, held out). ``ml-100k_mm``
   itself cannot be pre-trained on: it has no word-dropped text (``feat2CLS``), which pre-training needs.
 - Every row is one ``run_recbole_mm.py`` command (printed, and listed in the table file); this script
   runs them one after another and reads the test metrics they print.
