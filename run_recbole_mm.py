@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-DEMO_MODEL = "SASRec"  # the best model recbole_mm offers on the demo so far
+DEMO_MODEL = "MISSRec"  # the best model recbole_mm offers on the demo so far
 DEMO_DATASET = "ml-100k_mm"
 DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props", "demo.yaml")]
 
