@@ -91,8 +91,20 @@ class MultiModalDataset(MultiModalFeaturesMixin, Dataset):
 
 
 class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
-    """RecBole ``SequentialDataset`` with ``mm_features``."""
+    """RecBole ``SequentialDataset`` with ``mm_features``.
+
+    Pre-split histories longer than ``MAX_ITEM_LIST_LENGTH`` keep their most recent items (RecBole leaves
+    them as long as the file has them, which models sized by ``MAX_ITEM_LIST_LENGTH`` cannot embed).
+    """
 
     def __init__(self, config):
         super().__init__(config)
         self._attach_mm_features()
+
+    def _benchmark_presets(self):
+        super()._benchmark_presets()
+        field, limit = self.item_id_list_field, self.max_item_list_len
+        if self.field2seqlen[field] > limit:
+            self.inter_feat[field] = [seq[-limit:] for seq in self.inter_feat[field]]
+            self.inter_feat[self.item_list_length_field] = self.inter_feat[field].agg(len)
+            self.field2seqlen[field] = limit

@@ -250,3 +250,20 @@ def test_missing_dataset_lists_what_exists(tmp_path):
     message = str(err.value)
     assert "Scientific_mm_full.train.inter" in message and "Datasets there: toy" in message
     assert "dataset/README.md" in message
+
+
+def test_presplit_histories_keep_the_most_recent_items(tmp_path):
+    write_presplit(tmp_path / "toy", "toy", {"0": ["5", "2", "7", "0", "3"], "1": ["2", "0", "5", "3"]})
+    file_rows().tofile(tmp_path / "toy" / "toy.feat1CLS")
+    config = make_config(
+        tmp_path, mm_features={"text": {"suffix": "feat1CLS", "dim": DIM}}, MAX_ITEM_LIST_LENGTH=2, **PRESPLIT
+    )
+    dataset = MultiModalSequentialDataset(config)
+    test = dataset.build()[2]
+    tokens = dataset.field2id_token["item_id"]
+    histories = {
+        dataset.field2id_token["user_id"][u]: [tokens[i] for i in seq[:n]]
+        for u, seq, n in zip(test.inter_feat["user_id"], test.inter_feat["item_id_list"], test.inter_feat["item_length"])
+    }
+    assert histories == {"0": ["7", "0"], "1": ["0", "5"]}  # the last 2 of 5 2 7 0 and of 2 0 5
+    assert dataset.field2seqlen["item_id_list"] == 2
