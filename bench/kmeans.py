@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from recbole_mm.clustering import kmeans, kmeans_reference
-from recbole_mm.clustering.assign import matmul_precision
+from recbole_mm.clustering.assign import matmul_precision, padded_operands
 from recbole_mm.clustering.reference import reference_batches
 
 REGIMES = {
@@ -46,6 +46,9 @@ TARGETS = {
     "F": ">= 8x TorchPQ",
     "cpu": "<= 1.5x faiss-cpu (all points)",
 }
+
+
+WITH_FAISS_ON_CUDA = False
 
 
 class Unavailable(Exception):
@@ -110,6 +113,8 @@ def peer_plain(x, k, n_iter, init, one_pass=False, **_):
 def peer_faiss(x, k, n_iter, init, one_pass=False, **_):
     if one_pass or x.dim() != 2:
         raise Unavailable("single problem, full passes only")
+    if x.is_cuda and not WITH_FAISS_ON_CUDA:
+        raise Unavailable("a CPU peer, skipped in CUDA regimes (--faiss-on-cuda; 54 s for L on 16 cores)")
     try:
         import faiss
     except ImportError as error:
@@ -178,7 +183,7 @@ PEERS = {
 def gemm_floor(x, init, n_iter, device):
     """Time of the ``n_iter`` assignment products ``x @ C^T`` alone (TF32 on CUDA), in chunks of 32k rows."""
     x3 = x if x.dim() == 3 else x.unsqueeze(0)
-    c = (init if init.dim() == 3 else init.unsqueeze(0)).transpose(1, 2).contiguous()
+    _, c = padded_operands(init if init.dim() == 3 else init.unsqueeze(0))  # k padded to a multiple of 8, as ours
     with matmul_precision("tf32", device):
         sync(device)
         start = time.perf_counter()
@@ -253,7 +258,10 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply n, k and B (smoke runs)")
+    parser.add_argument("--faiss-on-cuda", action="store_true", help="also time faiss-cpu in CUDA regimes (slow)")
     args = parser.parse_args()
+    global WITH_FAISS_ON_CUDA
+    WITH_FAISS_ON_CUDA = args.faiss_on_cuda
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}"

@@ -8,6 +8,9 @@ B. One fine-tuning epoch on an Office-sized set (87,346 users, 25,986 items, ~60
    and image features, transductive, batch 1024 / eval 2048 as the reference's Office runs): interest
    discovery + training epoch, then full-sort validation. Target: <= 10 s (the reference logs imply 60-90 s).
 
+C. Full-sort scoring of one evaluation batch (2,048 users) against 1M items, the part B model's catalogue
+   enlarged in place with random features: time and peak memory (must not run out of memory).
+
 Peak GPU memory is printed per part. Synthetic datasets are written once into --data (reused when present).
 
 Usage: python bench/missrec.py --device cuda                   # full size (GPU machine)
@@ -29,7 +32,7 @@ from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.trainer import MISSRecTrainer
 
-PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM = 446_975, 87_346, 25_986, 512
+PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM, MILLION = 446_975, 87_346, 25_986, 512, 1_000_000
 
 
 def write_dataset(directory, name, n_users, n_items, mean_length, seed=0):
@@ -138,6 +141,50 @@ def bench_finetune_epoch(args):
     print(f"   full-sort validation            {valid_s:8.3f} s   peak GPU memory {peak_memory(device)}")
     total = train_s + valid_s
     print(f"   epoch total                     {total:8.3f} s   x{total / 10:.2f} of the 10 s target")
+    if "C" in args.parts:
+        bench_million_items(args, model, valid_data)
+
+
+def enlarge_catalogue(model, n_items, generator):
+    """Give ``model`` a catalogue of ``n_items`` random items in place: features, presence, ID embeddings,
+    per-item fusion factors and interest lookups are all re-sized (the sequence side is unchanged)."""
+    device = model.position_embedding.weight.device
+    model.n_items = n_items
+    for name in model.features.names:
+        dim = model.features.dim(name)
+        table = torch.randn(n_items, dim, generator=generator, device=device)
+        setattr(model.features, name, table)
+        setattr(model.features, f"{name}_present", torch.ones(n_items, dtype=torch.bool, device=device))
+    if model.item_embedding is not None:
+        model.item_embedding = torch.nn.Embedding(n_items, model.hidden_size, padding_idx=0).to(device)
+    if hasattr(model, "fusion_factor") and model.fusion_factor.numel() > 1:
+        model.fusion_factor = torch.nn.Parameter(torch.zeros(n_items, device=device))
+    for modality in model.modalities:
+        lookup = torch.randint(1, model.n_interests + 1, (n_items,), generator=generator, device=device)
+        setattr(model, model._lookup_name(modality), lookup)
+
+
+def bench_million_items(args, model, valid_data):
+    """C. Full-sort scoring of one evaluation batch against 1M items: the catalogue is scored in chunks of
+    ``item_chunk_size``; the [batch, 1M] score matrix itself is what RecBole's evaluator receives."""
+    n_items = max(int(MILLION * args.scale), 1000)
+    device = model.position_embedding.weight.device
+    enlarge_catalogue(model, n_items, torch.Generator(device=device).manual_seed(0))
+    model.eval()
+    batch = next(iter(valid_data))[0].to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def score():
+        with torch.no_grad():
+            torch.topk(model.full_sort_predict(batch), 50, dim=1)
+
+    seconds = timed(score, device, reps=args.reps)
+    print(
+        f"\nC. full-sort at {n_items:,} items (catalogue enlarged in place with random features, ID embeddings): "
+        f"one batch of {len(batch):,} users, chunks of {model.item_chunk_size:,} items ({device})"
+    )
+    print(f"   scores + top-50 {seconds:8.3f} s   peak GPU memory {peak_memory(device)}")
 
 
 def main():
@@ -145,12 +192,14 @@ def main():
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the reference sizes (items, users)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up (median reported)")
-    parser.add_argument("--parts", default="A,B", help="A (interest discovery), B (fine-tuning epoch)")
+    parser.add_argument(
+        "--parts", default="A,B,C", help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)"
+    )
     parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")
     args = parser.parse_args()
     if "A" in args.parts:
         bench_discovery(args)
-    if "B" in args.parts:
+    if "B" in args.parts or "C" in args.parts:
         bench_finetune_epoch(args)
 
 
