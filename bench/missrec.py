@@ -132,6 +132,7 @@ def bench_finetune_epoch(args):
 
     train_s = timed(train, device, reps=args.reps)
     train_peak = peak_memory(device)
+    breakdown = epoch_breakdown(model, train_data, device) if args.breakdown else None
     valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps)
     print(
         f"\nB. fine-tuning epoch: {n_users:,} users, {n_items:,} items, {len(train_data.dataset):,} training rows, "
@@ -141,8 +142,46 @@ def bench_finetune_epoch(args):
     print(f"   full-sort validation            {valid_s:8.3f} s   peak GPU memory {peak_memory(device)}")
     total = train_s + valid_s
     print(f"   epoch total                     {total:8.3f} s   x{total / 10:.2f} of the 10 s target")
+    if breakdown:
+        print(breakdown)
     if "C" in args.parts:
         bench_million_items(args, model, valid_data)
+
+
+def epoch_breakdown(model, train_data, device, steps=100):
+    """Where a training epoch goes: interest discovery, the dataloader alone, and ``steps`` forward/backward/Adam
+    steps on batches already on the device; plus the profiler's top operators over those steps."""
+    discovery = timed(lambda: model.discover_interests(0), device)
+    start = time.perf_counter()
+    batches = []
+    for batch in train_data:
+        if len(batches) < steps:
+            batches.append(batch.to(device))
+    loading = time.perf_counter() - start
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step_all():
+        for batch in batches:
+            optimizer.zero_grad()
+            model.calculate_loss(batch).backward()
+            optimizer.step()
+
+    model.train()
+    per_step = timed(step_all, device) / len(batches)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step_all()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    steps_total = len(train_data)
+    return (
+        f"   breakdown: interest discovery {discovery:.3f} s; dataloader alone {loading:.3f} s for "
+        f"{steps_total} batches; {per_step * 1000:.2f} ms per training step x {steps_total} = {per_step * steps_total:.3f} s\n"
+        + prof.key_averages().table(sort_by=sort, row_limit=18)
+    )
 
 
 def enlarge_catalogue(model, n_items, generator):
@@ -195,6 +234,7 @@ def main():
     parser.add_argument(
         "--parts", default="A,B,C", help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)"
     )
+    parser.add_argument("--breakdown", action="store_true", help="B: time the parts of an epoch, profile 100 steps")
     parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")
     args = parser.parse_args()
     if "A" in args.parts:

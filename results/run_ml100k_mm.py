@@ -3,6 +3,7 @@ on ml-100k_mm, same split and protocol (``results/ml-100k_mm.yaml``), mean and s
 
     python results/run_ml100k_mm.py --device cuda           # the table (GPU machine; hours on a CPU)
     python results/run_ml100k_mm.py --smoke --device cpu    # pipeline check: 60 users, 1 epoch, 1 seed
+    python results/run_ml100k_mm.py --device cuda --jobs 8 --record results/runs   # 8 at once, resumable
 
 Rows ("With ID" = transductive_ft with item ID embeddings, else inductive_ft on features only):
 
@@ -20,6 +21,7 @@ prints what it got; it never writes ``results/ml-100k_mm.md``.
 """
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -28,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -71,8 +74,19 @@ def shown(args: List[str]) -> str:
     return " ".join(shlex.quote(a) for a in ["python"] + args[1:])
 
 
-def run(args: List[str]) -> Dict[str, float]:
-    """Run one command from the repository root; the test metrics it prints (empty for pre-training)."""
+def run(args: List[str], record: Optional[str] = None, output: Optional[str] = None) -> Dict[str, float]:
+    """Run one command from the repository root; the test metrics it prints (empty for pre-training).
+
+    With ``record`` (a JSON file), a finished run is read from it instead of being run again (when the file
+    ``output`` it made, if any, still exists), and a new run is written to it (atomically) with its command,
+    seconds and metrics: an interrupted table continues.
+    """
+    if record and os.path.isfile(record) and (output is None or os.path.isfile(os.path.join(ROOT, output))):
+        with open(record, encoding="utf-8") as f:
+            done = json.load(f)
+        if done["command"] == shown(args):
+            print(f"= {shown(args)}  (recorded: {os.path.basename(record)})", flush=True)
+            return done["metrics"]
     print(f"$ {shown(args)}", flush=True)
     start = time.time()
     done = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -80,9 +94,31 @@ def run(args: List[str]) -> Dict[str, float]:
         print(done.stdout[-5000:], file=sys.stderr)
         raise SystemExit(f"command failed (exit {done.returncode}): {shown(args)}")
     lines = [line for line in done.stdout.splitlines() if line.startswith("  test ")]
-    metrics = dict(re.findall(r"(\S+@\d+) ([0-9.]+)", lines[-1])) if lines else {}
-    print(f"  {time.time() - start:.0f} s  " + "  ".join(f"{k} {v}" for k, v in metrics.items()), flush=True)
-    return {k: float(v) for k, v in metrics.items()}
+    metrics = {k: float(v) for k, v in re.findall(r"(\S+@\d+) ([0-9.]+)", lines[-1])} if lines else {}
+    seconds = time.time() - start
+    print(f"  {seconds:.0f} s  {shown(args)[-60:]}  " + "  ".join(f"{k} {v}" for k, v in metrics.items()), flush=True)
+    if record:
+        from recbole_mm.data.atomic_files import atomic_write
+
+        with atomic_write(record) as f:
+            json.dump({"command": shown(args), "seconds": round(seconds, 1), "metrics": metrics}, f)
+    return metrics
+
+
+def run_after(before: Optional[Future], args: List[str], record: Optional[str]) -> Dict[str, float]:
+    """:func:`run` once ``before`` (the pre-training a row loads) has finished."""
+    if before is not None:
+        before.result()
+    return run(args, record)
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def record_path(folder: Optional[str], label: str, seed: int) -> Optional[str]:
+    """``<folder>/<label as a slug>-seed<seed>.json``, or None without a folder."""
+    return os.path.join(folder, f"{slug(label)}-seed{seed}.json") if folder else None
 
 
 def pretrain_command(seed: int, common: Dict, pretrain_epochs: int) -> List[str]:
@@ -122,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=100, help="MISSRec pre-training epochs on domain A")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022], help="seeds (default 3)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW", help="rows to run")
+    parser.add_argument("--jobs", type=int, default=1, help="commands run at once (one GPU can hold several)")
+    parser.add_argument("--record", help="folder of per-run JSON records: finished runs are not run again")
     parser.add_argument("--smoke", action="store_true", help="60 users, 1 epoch, first seed, tiny sizes; no table file")
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
@@ -131,7 +169,7 @@ def main(argv=None) -> int:
     ml100k_mm.ensure_built(data_path)
     ml100k_mm_domains.ensure_built(data_path)
     common = {"gpu_id": gpu_id(args.device), "data_path": "dataset/"}  # over props/pretrain.yaml's
-    checkpoint_dir = os.path.join(ROOT, "saved")
+    checkpoint_dir = "saved"  # relative to the repository root, where the commands run
     seeds, epochs, pretrain_epochs = args.seeds, args.epochs, args.pretrain_epochs
     if args.smoke:
         scratch = tempfile.mkdtemp(prefix="ml100k_mm_smoke.")
@@ -142,26 +180,41 @@ def main(argv=None) -> int:
         seeds, epochs, pretrain_epochs = seeds[:1], 1, 1
         print(f"SMOKE CHECK in {scratch}: {SMOKE_USERS} users, 1 epoch, seed {seeds[0]}; not results", flush=True)
 
+    if args.record:
+        os.makedirs(args.record, exist_ok=True)
     results: Dict[str, List[Dict[str, float]]] = {label: [] for label in args.rows}
     commands: Dict[str, List[str]] = {label: [] for label in args.rows}
     pretrained_rows = [label for label in args.rows if ROWS[label][2]]
-    for seed in seeds:
-        if pretrained_rows:
-            pretrain = pretrain_command(seed, common, pretrain_epochs)
-            run(pretrain)
-            for label in pretrained_rows:
-                commands[label].append(shown(pretrain))
-        for label in args.rows:
-            model, extra, pretrained = ROWS[label]
-            settings = {**common, **extra, "seed": seed, "epochs": epochs}
-            if pretrained:
-                settings["pretrained_path"] = checkpoint(seed, checkpoint_dir, pretrain_epochs)
-            args_row = command(model, DATASET, [PROTOCOL], settings)
-            commands[label].append(shown(args_row))
-            results[label].append(run(args_row))
-            missing = [m for m in METRICS if m not in results[label][-1]]
-            if missing:
-                raise SystemExit(f"{label}: the run printed no test {missing}")
+    pending = {}
+    # Pre-training jobs are queued first: a pre-trained row waits only on a pre-training that has started.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pretrained = {}
+        for seed in seeds:
+            if pretrained_rows:
+                pretrain = pretrain_command(seed, common, pretrain_epochs)
+                record = record_path(args.record, "pretrain", seed)
+                made = checkpoint(seed, checkpoint_dir, pretrain_epochs)
+                pretrained[seed] = pool.submit(run, pretrain, record, made)
+                for label in pretrained_rows:
+                    commands[label].append(shown(pretrain))
+        for seed in seeds:
+            for label in args.rows:
+                model, extra, is_pretrained = ROWS[label]
+                settings = {**common, **extra, "seed": seed, "epochs": epochs}
+                # own folder: RecBole names checkpoints <model>-<time to the second>, and runs start together
+                settings["checkpoint_dir"] = os.path.join(checkpoint_dir, slug(label) + f"-seed{seed}")
+                if is_pretrained:
+                    settings["pretrained_path"] = checkpoint(seed, checkpoint_dir, pretrain_epochs)
+                args_row = command(model, DATASET, [PROTOCOL], settings)
+                commands[label].append(shown(args_row))
+                after = pretrained.get(seed) if is_pretrained else None
+                record = record_path(args.record, label, seed)
+                pending[label, seed] = pool.submit(run_after, after, args_row, record)
+    for (label, seed), future in pending.items():
+        results[label].append(future.result())
+        missing = [m for m in METRICS if m not in results[label][-1]]
+        if missing:
+            raise SystemExit(f"{label}, seed {seed}: the run printed no test {missing}")
 
     if args.smoke:
         print(table(results, commands, seeds, "SMOKE CHECK (60 users, 1 epoch, tiny sizes): NOT RESULTS"))
