@@ -3,7 +3,8 @@
 The ``rows x k`` distance matrix is never materialised beyond ``memory_budget_bytes``: the data is cut into
 blocks of problems and rows whose temporaries fit the budget. Blocks of data living on another device (for
 example a CPU tensor clustered on CUDA) are copied to the centroids' device one at a time, so data larger than
-device memory streams through.
+device memory streams through. A single CUDA float32 problem under TF32 skips the matrix altogether: the fused
+Triton kernel of :mod:`recbole_mm.clustering.fused_assign` does the products and the argmin in one pass.
 """
 
 import contextlib
@@ -12,8 +13,11 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from recbole_mm.clustering import fused_assign
+
 DEFAULT_CPU_BUDGET = 32 * 2**20
 MAX_CUDA_BUDGET = 4 * 2**30
+FUSED = True  # use the fused Triton kernel where it applies (see fused_applies); False forces addmm + min
 
 
 class PassResult(NamedTuple):
@@ -88,6 +92,11 @@ def padded_operands(centroids: torch.Tensor):
     return c_sq, c_t.contiguous()
 
 
+def fused_applies(centroids: torch.Tensor, precision: str) -> bool:
+    """Whether a pass uses the fused kernel: :data:`FUSED` on, one problem, TF32 allowed and Triton can run."""
+    return FUSED and centroids.shape[0] == 1 and precision == "tf32" and fused_assign.available(centroids)
+
+
 def load_block(x: torch.Tensor, b0: int, b1: int, r0: int, r1: int, device, dtype, cosine: bool) -> torch.Tensor:
     """Rows ``r0:r1`` of problems ``b0:b1`` on ``device`` in ``dtype`` (unit-normalised in cosine mode)."""
     block = x[b0:b1, r0:r1].to(device=device, dtype=dtype, non_blocking=True)
@@ -114,7 +123,8 @@ def assign_pass(
         centroids: ``[B, k, d]`` on the compute device (unit rows in cosine mode).
         mask: bool ``[B, n]`` real points, or ``None``.
         budget: bytes of temporaries allowed per block.
-        precision: ``'highest'`` or ``'tf32'`` (CUDA float32 products only).
+        precision: ``'highest'`` or ``'tf32'`` (CUDA float32 products only; a single CUDA float32 problem then
+            uses the fused Triton kernel when :func:`fused_applies`).
         cosine: normalise the points (spherical k-means).
         rows: restrict the pass to these rows of every problem (mini-batch mode).
         want_labels, want_sums, want_dist: which outputs to compute.
@@ -126,7 +136,8 @@ def assign_pass(
     n_batch, k, dim = centroids.shape
     r_start, r_stop = (0, x.shape[1]) if rows is None else (rows.start, rows.stop)
     n_rows = r_stop - r_start
-    bb, rr = block_shape(n_batch, n_rows, k, dim, centroids.element_size(), budget)
+    fused = fused_applies(centroids, precision)
+    bb, rr = block_shape(n_batch, n_rows, 0 if fused else k, dim, centroids.element_size(), budget)  # fused: no scores
     c_sq, c_t = padded_operands(centroids)
     labels = torch.empty(n_batch, n_rows, dtype=torch.long, device=device) if want_labels or want_dist else None
     dist = torch.zeros(n_batch, n_rows, dtype=torch.float64, device=device) if want_dist else None
@@ -139,12 +150,13 @@ def assign_pass(
             for r0 in range(r_start, r_stop, rr):
                 r1 = min(r0 + rr, r_stop)
                 block = load_block(x, b0, b1, r0, r1, device, dtype, cosine)
-                if b1 - b0 == 1:
-                    scores = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).unsqueeze(0)
+                # min(-1).indices: the first minimum, like argmin, and faster on CPU; the scores die at once
+                if fused:
+                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0, :k]).labels.unsqueeze(0)
+                elif b1 - b0 == 1:
+                    lab = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).min(-1).indices.unsqueeze(0)
                 else:
-                    scores = torch.baddbmm(c_sq[b0:b1, None, :], block, c_t[b0:b1], alpha=-2)
-                lab = scores.min(-1).indices  # first minimum, like argmin, and faster on CPU
-                del scores
+                    lab = torch.baddbmm(c_sq[b0:b1, None, :], block, c_t[b0:b1], alpha=-2).min(-1).indices
                 real = None if mask is None else mask[b0:b1, r0:r1].to(device)
                 if labels is not None:
                     labels[b0:b1, r0 - r_start : r1 - r_start] = lab if real is None else lab.masked_fill(~real, -1)
