@@ -7,6 +7,8 @@ A. Interest discovery at pre-training size (FHCKM: 446,975 items x 2 modalities 
 B. One fine-tuning epoch on an Office-sized set (87,346 users, 25,986 items, ~600k training rows, 512-d text
    and image features, transductive, batch 1024 / eval 2048 as the reference's Office runs): interest
    discovery + training epoch, then full-sort validation. Target: <= 10 s (the reference logs imply 60-90 s).
+   One row per speed setting (same model, trained on in turn): RecBole's defaults, TF32 products
+   (``allow_tf32``), batches drawn on the GPU (``train_data_on_device``), and fp16 autocast (``enable_amp``).
 
 C. Full-sort scoring of one evaluation batch (2,048 users) against 1M items, the part B model's catalogue
    enlarged in place with random features: time and peak memory (must not run out of memory).
@@ -28,9 +30,11 @@ from tqdm import tqdm
 
 from recbole_mm.config import Config
 from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
+from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.trainer import MISSRecTrainer
+from recbole_mm.utils import set_tf32_matmul
 
 PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM, MILLION = 446_975, 87_346, 25_986, 512, 1_000_000
 
@@ -115,35 +119,48 @@ def bench_discovery(args):
     print(f"   peak GPU memory: {peak_memory(device)}")
 
 
+VARIANTS = {  # label -> (train_data_on_device, allow_tf32, enable_amp)
+    "RecBole loader, fp32 (defaults)": (False, False, False),
+    "RecBole loader, TF32": (False, True, False),
+    "device batches, TF32": (True, True, False),
+    "device batches, TF32 + AMP fp16": (True, True, True),
+}
+
+
 def bench_finetune_epoch(args):
+    """One epoch (interest discovery + training, then full-sort validation) per speed setting, same model/data."""
     n_users, n_items = max(int(OFFICE_USERS * args.scale), 50), max(int(OFFICE_ITEMS * args.scale), 60)
     name = f"bench_office_{n_users}_{n_items}"
     write_dataset(args.data, name, n_users=n_users, n_items=n_items, mean_length=10)
     config, model, train_data, valid_data = build(
         args, name, train_batch_size=1024, eval_batch_size=2048, interest_ratio=0.3, epochs=1
     )
-    trainer = MISSRecTrainer(config, model)
     device = config["device"]
-    epoch = [0]
-
-    def train():
-        trainer._train_epoch(train_data, epoch[0])
-        epoch[0] += 1
-
-    train_s = timed(train, device, reps=args.reps)
-    train_peak = peak_memory(device)
-    breakdown = epoch_breakdown(model, train_data, device) if args.breakdown else None
-    valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps)
     print(
         f"\nB. fine-tuning epoch: {n_users:,} users, {n_items:,} items, {len(train_data.dataset):,} training rows, "
         f"{DIM}-d text + image ({device}); target <= 10 s (GPU), reference ~60-90 s"
     )
-    print(f"   train (incl. interest discovery) {train_s:8.3f} s   peak GPU memory {train_peak}")
-    print(f"   full-sort validation            {valid_s:8.3f} s   peak GPU memory {peak_memory(device)}")
-    total = train_s + valid_s
-    print(f"   epoch total                     {total:8.3f} s   x{total / 10:.2f} of the 10 s target")
-    if breakdown:
-        print(breakdown)
+    print(f"   {'setting':<34}{'train (+discovery)':>20}{'validation':>12}{'epoch':>10}{'vs target':>11}  peak memory")
+    epoch = [0]
+    for label, (on_device, tf32, amp) in VARIANTS.items():
+        config["allow_tf32"], config["enable_amp"], config["enable_scaler"] = tf32, amp, amp
+        set_tf32_matmul(tf32)
+        loader = DeviceTrainLoader(train_data, config, device) if on_device else train_data
+        trainer = MISSRecTrainer(config, model)
+
+        def train():
+            trainer._train_epoch(loader, epoch[0])
+            epoch[0] += 1
+
+        train_s = timed(train, device, reps=args.reps)
+        valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps)
+        total = train_s + valid_s
+        print(
+            f"   {label:<34}{train_s:>18.3f} s{valid_s:>10.3f} s{total:>8.3f} s{total / 10:>10.2f}x  {peak_memory(device)}"
+        )
+    set_tf32_matmul(False)
+    if args.breakdown:
+        print(epoch_breakdown(model, train_data, device))
     if "C" in args.parts:
         bench_million_items(args, model, valid_data)
 

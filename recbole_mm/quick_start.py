@@ -14,12 +14,13 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import get_model, get_trainer
+from recbole_mm.utils import get_model, get_trainer, set_tf32_matmul
 
 
 def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Callable]) -> dict:
     """Build dataset, dataloaders, model and trainer from ``config``; fit; evaluate on test."""
     logger = getLogger()
+    set_tf32_matmul(config["allow_tf32"])
     dataset = create_dataset(config)
     if verbose:
         logger.info(dataset)

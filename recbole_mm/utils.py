@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import pkgutil
 
+import torch
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -83,3 +84,13 @@ def get_trainer(model_type, model_name: str):
 def is_recbole_mm_model(model_class) -> bool:
     """Whether ``model_class`` is defined inside recbole_mm."""
     return model_class.__module__.startswith("recbole_mm.")
+
+
+def set_tf32_matmul(enabled: bool) -> None:
+    """Allow (or forbid) TF32 float32 matrix products on CUDA (config key ``allow_tf32``), through the API this
+    torch has (``fp32_precision`` since 2.9; mixing it with the legacy switches is refused by some versions)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = enabled

@@ -52,3 +52,17 @@ def test_checkpoint_reload_reproduces_test_metrics(sasrec_run):
     assert config["model"] == "SASRec" and isinstance(model, torch.nn.Module) and not model.training
     result = Trainer(config, model).evaluate(test_data, load_best_model=False, show_progress=False)
     assert dict(result) == dict(sasrec_run["test_result"])
+
+
+def test_allow_tf32_switches_cuda_matmul_precision():
+    from recbole_mm.utils import set_tf32_matmul
+
+    matmul = torch.backends.cuda.matmul
+    read = (lambda: matmul.fp32_precision == "tf32") if hasattr(matmul, "fp32_precision") else lambda: matmul.allow_tf32
+    try:
+        set_tf32_matmul(True)
+        assert read()
+        set_tf32_matmul(False)
+        assert not read()
+    finally:
+        set_tf32_matmul(False)

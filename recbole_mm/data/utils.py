@@ -15,6 +15,7 @@ from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_mm.data import ml100k_mm
+from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.errors import DataFieldError, DatasetNotFoundError, RecBoleMMError
 from recbole_mm.utils import is_recbole_mm_model
 
@@ -137,9 +138,14 @@ def data_preparation(config, dataset):
     RecBole's split and dataloaders serve every recbole_mm model (feature tables live on the model, so
     batches carry item ids only); this delegates to ``recbole.data.data_preparation``. A single
     benchmark file (``benchmark_filename: [train]``, the pre-training layout) gives
-    ``(train_data, None, None)``.
+    ``(train_data, None, None)``. With ``train_data_on_device: True`` the training loader draws its batches on
+    the model's device (:class:`recbole_mm.data.device_loader.DeviceTrainLoader`).
     """
     if config["benchmark_filename"] and len(config["benchmark_filename"]) == 1:
         (train_dataset,) = dataset.build()
-        return TrainDataLoader(config, train_dataset, None, shuffle=config["shuffle"]), None, None
-    return recbole_data_preparation(config, dataset)
+        loaders = TrainDataLoader(config, train_dataset, None, shuffle=config["shuffle"]), None, None
+    else:
+        loaders = recbole_data_preparation(config, dataset)
+    if config["train_data_on_device"]:
+        return (DeviceTrainLoader(loaders[0], config, config["device"]),) + tuple(loaders[1:])
+    return loaders
