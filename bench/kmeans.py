@@ -1,7 +1,7 @@
 """Benchmark: recbole_mm.clustering.kmeans against its peers, side by side in one process.
 
-Peers: ours (torch backend; cupy backend in the batched regime; reference-compatible mode in the one-pass
-regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``, fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
+Peers: ours (torch backend, with the fused Triton assignment on CUDA where it applies, and the same without it:
+cuBLAS products + min; cupy backend in the batched regime; reference-compatible mode in the one-pass regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``, fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
 starts from the same ones (our seeded random init); a peer that is not installed is reported as unavailable.
 
@@ -21,12 +21,14 @@ Usage: python bench/kmeans.py --regimes cpu --device cpu
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 
 from recbole_mm.clustering import kmeans, kmeans_reference
+from recbole_mm.clustering import assign
 from recbole_mm.clustering.assign import matmul_precision, padded_operands
 from recbole_mm.clustering.reference import reference_batches
 
@@ -53,6 +55,11 @@ WITH_FAISS_ON_CUDA = False
 
 class Unavailable(Exception):
     """A peer that is not installed or does not run on this device."""
+
+
+def progress(message):
+    """A timestamped line on stderr (a slow or stuck peer shows where the time goes)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def sync(device):
@@ -93,6 +100,16 @@ def peer_ours(x, k, n_iter, init, one_pass=False, **_):
     if one_pass:
         return kmeans_reference(x, k, batch_size=2048).centroids
     return kmeans(x, k, n_iter=n_iter, init=init).centroids
+
+
+def peer_ours_unfused(x, k, n_iter, init, one_pass=False, **_):
+    if not (x.is_cuda and x.dim() == 2 and assign.fused_applies(init.unsqueeze(0), "tf32")):
+        raise Unavailable("the fused Triton path does not apply here")
+    assign.FUSED = False
+    try:
+        return peer_ours(x, k, n_iter, init, one_pass)
+    finally:
+        assign.FUSED = True
 
 
 def peer_ours_cupy(x, k, n_iter, init, one_pass=False, **_):
@@ -172,6 +189,7 @@ def peer_fast_pytorch_kmeans(x, k, n_iter, init, one_pass=False, **_):
 
 PEERS = {
     "ours": peer_ours,
+    "ours, cuBLAS + min": peer_ours_unfused,
     "ours (cupy)": peer_ours_cupy,
     "TorchPQ": peer_torchpq,
     "fast-pytorch-kmeans": peer_fast_pytorch_kmeans,
@@ -211,10 +229,12 @@ def run_regime(name, spec, device, reps, scale):
     if one_pass:
         ref_inertia = None  # the one-pass regime is compared with ours, not with Lloyd
     else:
+        progress(f"{name}: float64 reference Lloyd")
         ref_inertia = inertia_of(x.double(), plain_lloyd(x.double(), init.double(), ref_iter, torch.float64))
     floor = min(gemm_floor(x, init, ref_iter, device) for _ in range(3))
     notes, times, results = {}, {peer: [] for peer in PEERS}, {}
     for peer, fn in PEERS.items():  # warm-up (kernel compilation, allocator); find the unavailable peers
+        progress(f"{name}: warm-up {peer}")
         try:
             fn(x, k, n_iter, init, one_pass=one_pass)
         except Unavailable as why:

@@ -14,6 +14,8 @@ def test_unsupported_reasons():
     problem = check_problem(torch.zeros(4, 100, 512), 8)
     cuda = {"device": torch.device("cuda"), "minibatch_size": None, "tol": None, "empty": "keep"}
     assert cupy_backend.unsupported(problem, 8, cuda) is None  # regime B fits: 8 x 512 x 8 + 100 x 8 bytes
+    # staged: 100 rows at an odd stride of 129 float4, 8 x 128 float4 centroids, labels and counts: < 227 KiB (H100)
+    assert cupy_backend._staged_bytes(100, 8, 512) == 16 * (100 * 129 + 8 * 128) + 4 * 108 <= 227 * 1024
     assert "CUDA" in cupy_backend.unsupported(problem, 8, dict(cuda, device=torch.device("cpu")))
     assert "k = 65" in cupy_backend.unsupported(problem, 65, cuda)
     assert "shared memory" in cupy_backend.unsupported(check_problem(torch.zeros(2, 100, 1024), 8), 8, cuda)
@@ -33,10 +35,12 @@ def _blobs(n_batch, n, dim, k, seed=0):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("cosine", [False, True])
-def test_fused_kernel_matches_torch_backend(cosine):
+@pytest.mark.parametrize("n, dim, variant", [(100, 32, "staged"), (300, 64, "staged"), (100, 30, "global")])
+def test_fused_kernel_matches_torch_backend(cosine, n, dim, variant):
     pytest.importorskip("cupy")
-    x = _blobs(64, 100, 32, 8)
-    mask = (torch.rand(64, 100, generator=torch.Generator().manual_seed(1)) > 0.2).cuda()
+    assert cupy_backend._variant(n, 8, dim, torch.device("cuda")) == variant  # both kernels are exercised
+    x = _blobs(64, n, dim, 8)
+    mask = (torch.rand(64, n, generator=torch.Generator().manual_seed(1)) > 0.2).cuda()
     distance = "cosine" if cosine else "euclidean"
     ours = kmeans(x, 8, n_iter=10, mask=mask, backend="cupy", distance=distance)
     ref = kmeans(x, 8, n_iter=10, mask=mask, backend="torch", distance=distance, precision="highest")
@@ -51,6 +55,7 @@ def test_fused_kernel_matches_torch_backend(cosine):
 def test_fused_kernel_quality_and_determinism():
     pytest.importorskip("cupy")
     x = torch.randn(256, 100, 512, generator=torch.Generator().manual_seed(0)).cuda()
+    assert cupy_backend._variant(100, 8, 512, x.device) == "staged"  # regime B's shape: points in shared memory
     first = kmeans(x, 8, n_iter=10, backend="cupy")
     second = kmeans(x, 8, n_iter=10, backend="cupy")
     assert torch.equal(first.labels, second.labels) and torch.equal(first.centroids, second.centroids)
