@@ -10,17 +10,24 @@ from recbole_mm.clustering.validation import check_problem
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_unsupported_reasons():
+def test_unsupported_reasons(monkeypatch):
+    monkeypatch.setattr(cupy_backend, "_shared_limit", lambda device: 227 * 1024)  # an H100's opt-in limit
     problem = check_problem(torch.zeros(4, 100, 512), 8)
     cuda = {"device": torch.device("cuda"), "minibatch_size": None, "tol": None, "empty": "keep"}
-    assert cupy_backend.unsupported(problem, 8, cuda) is None  # regime B fits: 8 x 512 x 8 + 100 x 8 bytes
-    # staged: 100 rows at an odd stride of 129 float4, 8 x 128 float4 centroids, labels and counts: < 227 KiB (H100)
-    assert cupy_backend._staged_bytes(100, 8, 512) == 16 * (100 * 129 + 8 * 128) + 4 * 108 <= 227 * 1024
+    assert cupy_backend.unsupported(problem, 8, cuda) is None  # regime B fits
+    # 100 rows at an odd stride of 129 float4, 8 x 128 float4 centroids, labels and counts
+    assert cupy_backend._shared_bytes(100, 8, 512) == 16 * (100 * 129 + 8 * 128) + 4 * 108
+    # d = 30 is padded to 32 (8 float4, stride 9); d = 300 to 300 (75 float4, odd: no extra column)
+    assert cupy_backend._shared_bytes(10, 2, 30) == 16 * (10 * 9 + 2 * 8) + 4 * 12
+    assert cupy_backend._shared_bytes(10, 2, 300) == 16 * (10 * 75 + 2 * 75) + 4 * 12
     assert "CUDA" in cupy_backend.unsupported(problem, 8, dict(cuda, device=torch.device("cpu")))
     assert "k = 65" in cupy_backend.unsupported(problem, 65, cuda)
-    assert "shared memory" in cupy_backend.unsupported(check_problem(torch.zeros(2, 100, 1024), 8), 8, cuda)
+    too_big = cupy_backend.unsupported(check_problem(torch.zeros(2, 200, 512), 8), 8, cuda)
+    assert "430016 bytes of shared memory, more than the 232448" in too_big
     assert "fixed number" in cupy_backend.unsupported(problem, 8, dict(cuda, tol=1e-4))
     assert "float32" in cupy_backend.unsupported(check_problem(torch.zeros(2, 10, 4, dtype=torch.float64), 2), 2, cuda)
+    monkeypatch.setattr(cupy_backend, "_shared_limit", lambda device: cupy_backend.DEFAULT_SHARED_BYTES)
+    assert "more than the 49152" in cupy_backend.unsupported(problem, 8, cuda)  # without the opt-in
 
 
 def _blobs(n_batch, n, dim, k, seed=0):
@@ -35,10 +42,9 @@ def _blobs(n_batch, n, dim, k, seed=0):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("cosine", [False, True])
-@pytest.mark.parametrize("n, dim, variant", [(100, 32, "staged"), (300, 64, "staged"), (100, 30, "global")])
-def test_fused_kernel_matches_torch_backend(cosine, n, dim, variant):
+@pytest.mark.parametrize("n, dim", [(100, 32), (300, 64), (100, 30)])  # 300 points: threads loop; d = 30 is padded
+def test_fused_kernel_matches_torch_backend(cosine, n, dim):
     pytest.importorskip("cupy")
-    assert cupy_backend._variant(n, 8, dim, torch.device("cuda")) == variant  # both kernels are exercised
     x = _blobs(64, n, dim, 8)
     mask = (torch.rand(64, n, generator=torch.Generator().manual_seed(1)) > 0.2).cuda()
     distance = "cosine" if cosine else "euclidean"
@@ -55,7 +61,6 @@ def test_fused_kernel_matches_torch_backend(cosine, n, dim, variant):
 def test_fused_kernel_quality_and_determinism():
     pytest.importorskip("cupy")
     x = torch.randn(256, 100, 512, generator=torch.Generator().manual_seed(0)).cuda()
-    assert cupy_backend._variant(100, 8, 512, x.device) == "staged"  # regime B's shape: points in shared memory
     first = kmeans(x, 8, n_iter=10, backend="cupy")
     second = kmeans(x, 8, n_iter=10, backend="cupy")
     assert torch.equal(first.labels, second.labels) and torch.equal(first.centroids, second.centroids)
