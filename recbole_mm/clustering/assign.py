@@ -138,7 +138,7 @@ def assign_pass(
     n_rows = r_stop - r_start
     fused = fused_applies(centroids, precision)
     bb, rr = block_shape(n_batch, n_rows, 0 if fused else k, dim, centroids.element_size(), budget)  # fused: no scores
-    c_sq, c_t = padded_operands(centroids)
+    c_sq, c_t = (centroids.pow(2).sum(-1), None) if fused else padded_operands(centroids)  # fused: no c^T copy
     labels = torch.empty(n_batch, n_rows, dtype=torch.long, device=device) if want_labels or want_dist else None
     dist = torch.zeros(n_batch, n_rows, dtype=torch.float64, device=device) if want_dist else None
     if want_sums:
@@ -152,7 +152,7 @@ def assign_pass(
                 block = load_block(x, b0, b1, r0, r1, device, dtype, cosine)
                 # min(-1).indices: the first minimum, like argmin, and faster on CPU; the scores die at once
                 if fused:
-                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0, :k]).labels.unsqueeze(0)
+                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0]).labels.unsqueeze(0)
                 elif b1 - b0 == 1:
                     lab = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).min(-1).indices.unsqueeze(0)
                 else:
