@@ -3,6 +3,7 @@
 # regimes, the MISSRec benchmark and the encoding throughput. Results go to $OUT (or ./gpu_out).
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
+#               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
 #               bash bench/gpu_checks.sh --tokenizer                 # MiniLM's tokenizer files into .whl/minilm_tok
 # There:        bash bench/gpu_checks.sh                              # with .whl carried along
 set -u
