@@ -1,0 +1,84 @@
+"""results/run_ml100k_mm.py: metrics read from a run's output, per-run records that make the table resumable,
+and pre-trained rows that wait for their pre-training."""
+
+import importlib.util
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("run_ml100k_mm", os.path.join(ROOT, "results", "run_ml100k_mm.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(tmp_path, name, ndcg):
+    """A command that prints what run_recbole_mm.py prints and counts its runs in ``<name>.count``."""
+    counter = tmp_path / f"{name}.count"
+    code = (
+        f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(str(int(p.read_text() or 0) + 1) "
+        f"if p.exists() else '1')\n"
+        f"print('  best valid  hit@10 0.9000  ndcg@10 0.8000')\n"
+        f"print('  test        hit@10 0.5000  ndcg@10 {ndcg:.4f}')\n"
+    )
+    return [sys.executable, "-c", code], counter
+
+
+def test_metrics_are_the_test_line_of_the_output(runner, tmp_path):
+    args, counter = fake_run(tmp_path, "a", 0.25)
+    assert runner.run(args) == {"hit@10": 0.5, "ndcg@10": 0.25}  # not the "best valid" line
+    assert counter.read_text() == "1"
+
+
+def test_a_recorded_run_is_not_run_again(runner, tmp_path):
+    args, counter = fake_run(tmp_path, "b", 0.3)
+    record = runner.record_path(str(tmp_path / "runs"), "MISSRec, ID, pre-trained", 2021)
+    assert record.endswith(os.path.join("runs", "missrec-id-pre-trained-seed2021.json"))
+    os.makedirs(os.path.dirname(record))
+    first = runner.run(args, record)
+    saved = json.loads(open(record, encoding="utf-8").read())
+    assert saved["command"] == runner.shown(args) and saved["metrics"] == first and saved["seconds"] >= 0
+    assert runner.run(args, record) == first and counter.read_text() == "1"  # read back, not re-run
+    other, _ = fake_run(tmp_path, "b", 0.4)  # another command under the same record: run again
+    assert runner.run(other, record)["ndcg@10"] == 0.4 and counter.read_text() == "2"
+
+
+def test_a_record_whose_output_file_is_gone_is_run_again(runner, tmp_path):
+    args, counter = fake_run(tmp_path, "c", 0.1)
+    record = str(tmp_path / "pretrain-seed1.json")
+    output = os.path.relpath(tmp_path / "model.pth", ROOT)  # outputs are relative to the repository root
+    (tmp_path / "model.pth").write_bytes(b"x")
+    runner.run(args, record, output)
+    runner.run(args, record, output)
+    assert counter.read_text() == "1"
+    os.remove(tmp_path / "model.pth")  # e.g. a fresh GPU machine without the checkpoint
+    runner.run(args, record, output)
+    assert counter.read_text() == "2"
+
+
+def test_a_pretrained_row_starts_after_its_pretraining(runner, tmp_path):
+    order = tmp_path / "order.txt"
+
+    def step(name, seconds):
+        code = f"import time; time.sleep({seconds}); open({str(order)!r}, 'a').write({name!r} + '\\n')"
+        return [sys.executable, "-c", code]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pretraining = pool.submit(runner.run, step("pretrain", 1.0))
+        row = pool.submit(runner.run_after, pretraining, step("row", 0.0), None)
+        row.result()
+    assert order.read_text().split() == ["pretrain", "row"]
+
+
+def test_a_failing_command_stops_the_table(runner, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="command failed \\(exit 3\\)"):
+        runner.run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    assert "boom" in capsys.readouterr().err
