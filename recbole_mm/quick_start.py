@@ -21,6 +21,7 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
     """Build dataset, dataloaders, model and trainer from ``config``; fit; evaluate on test."""
     logger = getLogger()
     set_tf32_matmul(config["allow_tf32"])
+    torch.autograd.set_detect_anomaly(config["detect_anomaly"])
     dataset = create_dataset(config)
     if verbose:
         logger.info(dataset)

@@ -5,6 +5,7 @@ RecBole-GNN, recbole_mm mirrors its lookup functions. A model ``Name`` lives in
 ``recbole_mm/model/<family>_recommender/<name>.py``; a trainer ``NameTrainer`` in ``recbole_mm.trainer``.
 """
 
+import contextlib
 import importlib
 import importlib.util
 import pkgutil
@@ -49,9 +50,17 @@ def get_model(model_name: str):
     name it has not found yet, so an unknown name raises ``ModuleNotFoundError: lightgbm`` where those
     are not installed; the exlib family is therefore only searched for its two models.
 
+    Importing RecBole's model packages leaves torch's autograd anomaly mode as it was (see
+    :func:`keeping_anomaly_mode`).
+
     Raises:
         ModelNotFoundError: no such model in either package (the message lists recbole_mm's models).
     """
+    with keeping_anomaly_mode():
+        return _find_model(model_name)
+
+
+def _find_model(model_name: str):
     for family, module_name in _family_modules():
         if module_name == model_name.lower():
             module = importlib.import_module(f"recbole_mm.model.{family}.{module_name}")
@@ -84,6 +93,23 @@ def get_trainer(model_type, model_name: str):
 def is_recbole_mm_model(model_class) -> bool:
     """Whether ``model_class`` is defined inside recbole_mm."""
     return model_class.__module__.startswith("recbole_mm.")
+
+
+@contextlib.contextmanager
+def keeping_anomaly_mode():
+    """Restore torch's autograd anomaly detection to its state before the block.
+
+    RecBole 1.2.1's ``recbole/model/sequential_recommender/sine.py`` calls
+    ``torch.autograd.set_detect_anomaly(True)`` at import, and that package's ``__init__`` imports every
+    sequential model, so looking up any of them turns anomaly detection on for the whole process: each
+    forward op then records a Python stack trace and each backward node checks its output for NaN (a
+    device sync per node on a GPU). Training runs several times slower for it.
+    """
+    enabled, check_nan = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    try:
+        yield
+    finally:
+        torch.autograd.set_detect_anomaly(enabled, check_nan)
 
 
 def set_tf32_matmul(enabled: bool) -> None:

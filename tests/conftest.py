@@ -1,4 +1,4 @@
-"""Shared fixtures: the real ml-100k_mm demo dataset (built once per session), and a clean sys.argv."""
+"""Shared fixtures: the real ml-100k_mm demo dataset (built once per session), a clean sys.argv, no anomaly mode."""
 
 import pytest
 
@@ -19,3 +19,14 @@ def plain_argv():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.argv", ["pytest"])
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_anomaly_mode():
+    """Test modules import RecBole's sequential models at collection, and RecBole's SINE module switches autograd
+    anomaly detection on at import (see ``recbole_mm.utils.keeping_anomaly_mode``); tests run without it, as
+    recbole_mm runs do."""
+    import torch
+
+    torch.autograd.set_detect_anomaly(False)
+    yield

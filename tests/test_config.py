@@ -1,5 +1,8 @@
 """recbole_mm's Config: property layering, model lookup with RecBole fallback."""
 
+import subprocess
+import sys
+
 import pytest
 from recbole.model.sequential_recommender.sasrec import SASRec
 
@@ -48,6 +51,21 @@ def test_model_lookup_falls_back_to_recbole():
         get_model("NoSuchRec")
     with pytest.raises(ModelNotFoundError):
         Config(model="NoSuchRec", dataset="ml-100k_mm")
+
+
+def _anomaly_mode_after(code: str) -> str:
+    """``torch.is_anomaly_enabled()`` after running ``code`` in a fresh interpreter (RecBole not yet imported)."""
+    script = f"import torch, recbole_mm\n{code}\nprint(torch.is_anomaly_enabled())"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_model_lookup_keeps_autograd_anomaly_mode_as_it_was():
+    # RecBole's sine.py switches anomaly detection on when its package is imported ...
+    assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"
+    # ... get_model imports that package but leaves the mode as the caller had it
+    lookup = "from recbole_mm.utils import get_model\nget_model('SASRec'); get_model('SINE'); get_model('MISSRec')"
+    assert _anomaly_mode_after(lookup) == "False"
+    assert _anomaly_mode_after("torch.autograd.set_detect_anomaly(True)\n" + lookup) == "True"
 
 
 def test_dataset_keys_of_the_preset_count_as_dataset_arguments():

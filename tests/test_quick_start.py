@@ -17,11 +17,23 @@ FAST_SASREC = {
 }
 
 
+ANOMALY_MODE_PER_EPOCH = []  # torch.is_anomaly_enabled() seen by sasrec_run's epoch callback
+
+
 @pytest.fixture(scope="module")
 def sasrec_run(ml100k_root, tmp_path_factory):
     saved = tmp_path_factory.mktemp("saved")
     config = {"data_path": str(ml100k_root), "checkpoint_dir": str(saved), **FAST_SASREC}
-    return run_recbole_mm(model="SASRec", dataset="ml-100k_mm", config_dict=config)
+    torch.autograd.set_detect_anomaly(True)  # as importing RecBole's SINE module leaves it
+    try:
+        return run_recbole_mm(
+            model="SASRec",
+            dataset="ml-100k_mm",
+            config_dict=config,
+            callback_fn=lambda epoch, score: ANOMALY_MODE_PER_EPOCH.append(torch.is_anomaly_enabled()),
+        )
+    finally:
+        torch.autograd.set_detect_anomaly(False)
 
 
 def popularity_ndcg_at_10(root) -> float:
@@ -43,6 +55,10 @@ def test_sasrec_beats_popularity(sasrec_run, ml100k_root):
     assert set(sasrec_run["test_result"]) == {"hit@10", "hit@50", "ndcg@10", "ndcg@50"}
     assert sasrec_run["test_result"]["ndcg@10"] > pop
     assert sasrec_run["best_valid_score"] == sasrec_run["best_valid_result"]["ndcg@10"]
+
+
+def test_runs_train_with_anomaly_detection_as_configured(sasrec_run):
+    assert ANOMALY_MODE_PER_EPOCH == [False]  # detect_anomaly: False (the default) switched it off
 
 
 def test_checkpoint_reload_reproduces_test_metrics(sasrec_run):
