@@ -14,7 +14,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import get_model, get_trainer, set_tf32_matmul
+from recbole_mm.utils import compile_training_loss, get_model, get_trainer, set_tf32_matmul
 
 
 def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Callable]) -> dict:
@@ -30,6 +30,7 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     if verbose:
         logger.info(model)
+    compile_training_loss(model, config["compile_mode"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     best_valid_score, best_valid_result = trainer.fit(
         train_data,

@@ -14,7 +14,7 @@ import torch
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_mm.errors import ModelNotFoundError
+from recbole_mm.errors import ConfigError, ModelNotFoundError
 
 MODEL_FAMILIES = ("sequential_recommender", "general_recommender")
 RECBOLE_FAMILIES = (
@@ -24,6 +24,7 @@ RECBOLE_FAMILIES = (
     "knowledge_aware_recommender",
 )
 RECBOLE_EXLIB_MODELS = ("lightgbm", "xgboost")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _family_modules():
@@ -120,3 +121,19 @@ def set_tf32_matmul(enabled: bool) -> None:
         matmul.fp32_precision = "tf32" if enabled else "ieee"
     else:
         matmul.allow_tf32 = enabled
+
+
+def compile_training_loss(model: torch.nn.Module, mode) -> None:
+    """``torch.compile`` the model's ``calculate_loss`` (its forward and backward) in place (config key
+    ``compile_mode``; None leaves it eager). The parameters and ``state_dict`` are the model's own, so
+    checkpoints do not change. Compilation happens at the first training step; a new batch size (the last
+    batch) or a new mode of the model compiles once more. ``reduce-overhead`` replays CUDA graphs.
+
+    Raises:
+        ConfigError: ``mode`` is not None nor one of :data:`COMPILE_MODES`.
+    """
+    if mode is None:
+        return
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"config key 'compile_mode': expected None or one of {', '.join(COMPILE_MODES)}, found {mode!r}")
+    model.calculate_loss = torch.compile(model.calculate_loss, mode=mode)

@@ -68,6 +68,22 @@ def test_model_lookup_keeps_autograd_anomaly_mode_as_it_was():
     assert _anomaly_mode_after("torch.autograd.set_detect_anomaly(True)\n" + lookup) == "True"
 
 
+def test_compile_mode_is_checked():
+    import torch
+
+    from recbole_mm.errors import ConfigError
+    from recbole_mm.utils import compile_training_loss
+
+    model = torch.nn.Linear(2, 1)
+    model.calculate_loss = lambda interaction: model(interaction).sum()
+    eager = model.calculate_loss
+    compile_training_loss(model, None)
+    assert model.calculate_loss is eager
+    with pytest.raises(ConfigError, match=r"'compile_mode': expected None or one of default, .* found 'fast'"):
+        compile_training_loss(model, "fast")
+    assert Config(model="SASRec", dataset="ml-100k_mm")["compile_mode"] is None
+
+
 def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
     config = Config(model="SASRec", dataset="ml-100k_mm")
     assert "mm_features" in config.parameters["Dataset"] and "benchmark_filename" in config.parameters["Dataset"]

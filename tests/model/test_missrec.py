@@ -22,7 +22,7 @@ from recbole_mm.errors import FeatureFileError, RecBoleMMError
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.quick_start import load_data_and_model
 from recbole_mm.trainer import MISSRecTrainer
-from recbole_mm.utils import get_trainer
+from recbole_mm.utils import compile_training_loss, get_trainer
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
 
@@ -151,6 +151,48 @@ def test_dedup_matches_reference_loop(tmp_path):
     model.img_interest_lookup_table[1:4] = torch.tensor([2, 2, 1])
     # row 0: items 3,3,PAD -> ids {7, 1, 0} sorted; row 1: items 1,2,PAD -> {5, 2, 0}
     assert model.interest_ids(hand).tolist() == [[0, 1, 7], [0, 2, 5]]
+
+
+def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):
+    _, model, train_data, _, _ = build(tmp_path)
+    model.eval()
+    batch = first_batch(train_data)
+    seq, seq_len = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        out, memory, pad = model(seq, seq_len)
+        assert pad.shape[1] == model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], model.n_interests + 1)
+        model.interest_width = None  # the reference: padded to the batch's widest set of interests
+        ref_out, ref_memory, ref_pad = model(seq, seq_len)
+    assert ref_pad.shape[1] < pad.shape[1]  # the fixed width really pads further
+    assert torch.equal(pad[:, : ref_pad.shape[1]], ref_pad) and pad[:, ref_pad.shape[1] :].all()
+    assert int(model.reference_width(pad)) == ref_pad.shape[1]
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    # the reference's regulariser on its own padding, in float64: sum over every padded column
+    weight = (~ref_pad).sum(dim=1, keepdim=True).double() / ref_pad.shape[1]
+    expected = (weight * ref_memory.double().sum(dim=1)).pow(2).sum() / model.hidden_size
+    assert torch.allclose(model.interest_regularizer(memory, pad).double(), expected, rtol=1e-5)
+    assert torch.allclose(model.interest_regularizer(ref_memory, ref_pad).double(), expected, rtol=1e-5)
+
+
+def test_training_loss_compiles_as_one_graph_with_the_eager_values(tmp_path):
+    _, model, train_data, _, _ = build(tmp_path, hidden_dropout_prob=0.0)
+    model.discover_interests(0)
+    batch = first_batch(train_data)
+    # one graph: no host sync and no data-dependent shape in a fine-tuning step
+    explained = torch._dynamo.explain(model.calculate_loss)(batch)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    eager = model.calculate_loss(batch)
+    eager.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    compile_training_loss(model, "default")
+    compiled = model.calculate_loss(batch)
+    compiled.backward()
+    assert torch.allclose(compiled, eager, rtol=1e-5)
+    assert len(grads) > 5
+    for name, grad in grads.items():
+        scale = float(grad.abs().max())
+        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5 * scale), name
 
 
 @pytest.mark.parametrize("stage", ["transductive_ft", "inductive_ft"])

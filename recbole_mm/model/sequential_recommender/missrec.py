@@ -26,8 +26,12 @@ Departures from the reference code (each keeps the reported numbers' computation
   sequence, where the reference re-uses the original sequence's image features and interests.
 * Multi-process pre-training really all-reduces gradients (the reference's DDP trains each rank alone),
   gathers in-batch negatives across ranks, and clusters once on rank 0, then broadcasts.
-  The interest tokens of every rank are padded to the global batch's width, because the regulariser
-  (kept as the reference computes it, padded positions included) depends on that width.
+* Interest tokens are padded to a fixed width, the most a sequence can have (``modalities x
+  MAX_ITEM_LIST_LENGTH``, at most K + 1), where the reference pads to the batch's widest set: shapes stay
+  static and no step reads a count back to the host. Padded tokens are masked as keys, so the sequence
+  output is the reference's. The regulariser, kept as the reference computes it (padded positions
+  included, so it depends on the width), sums the columns up to the reference's width, the batch's
+  largest number of distinct ids (under torch.distributed, the global batch's), and gives its value.
 * The single-modality pre-training branch works (the reference's has a ``pos_items_emb`` typo).
 * ``pretrained_path`` loads the Transformer, position embedding, LayerNorm, adaptors and fusion factor
   by name and shape; a checkpoint of another model, or a shape mismatch, is an error.
@@ -131,6 +135,9 @@ class MISSRec(SequentialRecommender):
         for modality in self.modalities:
             self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
         self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
+        self._clustered = False  # mirrors interest_epoch >= 0 without reading the buffer back every step
+        # interest tokens per sequence: the most a sequence can hold (distinct ids over all modalities, 0 included)
+        self.interest_width = min(len(self.modalities) * self.max_seq_length, self.n_interests + 1)
 
         self.apply(self._init_weights)
         if config["pretrained_path"]:
@@ -215,6 +222,10 @@ class MISSRec(SequentialRecommender):
                 param.requires_grad = False
         self.logger.info(f"MISSRec: loaded {len(state)} tensors from {path}; froze {', '.join(FROZEN)}")
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._clustered = int(self.interest_epoch) >= 0
+
     # ------------------------------------------------------------------ interests
     @torch.no_grad()
     def item_tokens(self, modality, item_ids=None):
@@ -250,16 +261,18 @@ class MISSRec(SequentialRecommender):
             for name in ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]:
                 dist.broadcast(getattr(self, name), src=0)
         self.interest_epoch.fill_(epoch)
+        self._clustered = True
 
     def interest_ids(self, item_seq, width=None):
         r"""Sorted unique interest ids of each sequence over all modalities, right-padded with 0.
 
         Args:
             item_seq: ``[B, L]`` item ids (0 = PAD).
-            width: pad to at least this many columns.
+            width: number of columns, at least the batch's largest number of distinct ids (no host sync);
+                None: that largest number, as the reference pads (read back to the host).
 
         Returns:
-            ``[B, Nq]`` long; ``Nq`` is the largest number of distinct ids in the batch (or ``width``).
+            ``[B, Nq]`` long; ``Nq`` is ``width``, or the largest number of distinct ids in the batch.
         """
         ids = torch.cat([getattr(self, self._lookup_name(m))[item_seq] for m in self.modalities], dim=1)
         ids, _ = ids.sort(dim=1)
@@ -267,38 +280,49 @@ class MISSRec(SequentialRecommender):
         repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]
         order = torch.argsort(repeat.to(torch.int8), dim=1, stable=True)  # distinct ids first, in order
         n_unique = (~repeat).sum(dim=1)  # [B]
-        width = max(int(n_unique.max()), width or 0)
+        width = int(n_unique.max()) if width is None else width
         order = F.pad(order, (0, max(width - order.size(1), 0)), value=0)
         compact = ids.gather(1, order[:, :width])
         position = torch.arange(width, device=ids.device).unsqueeze(0)
         return compact.masked_fill(position >= n_unique.unsqueeze(1), 0)
 
-    def interest_regularizer(self, memory, memory_pad):
+    @staticmethod
+    def reference_width(memory_pad):
+        r"""The width the reference pads a batch's interest tokens to: the largest number of distinct ids of a
+        sequence, PAD's 0 included (``[]`` long tensor). ``memory_pad``: ``[B, Nq]``, True at id 0; a sequence
+        holds 0 exactly when its first column is 0, the ids being sorted."""
+        return ((~memory_pad).sum(dim=1) + memory_pad[:, 0]).max()
+
+    def interest_regularizer(self, memory, memory_pad, width=None):
         r"""The reference's "interest orthogonal regularization".
 
-        ``R = sum_b ||w_b * sum_j memory[b, j]||^2 / hidden`` with ``w_b`` = share of non-pad interests
-        (the sum runs over padded positions too, as in the reference).
+        ``R = sum_b ||w_b * sum_{j < W} memory[b, j]||^2 / hidden`` with ``w_b`` = non-pad interests / ``W``,
+        ``W`` the reference's width (:meth:`reference_width` of this batch, or ``width``): the sum runs over
+        padded positions too, as in the reference, up to the width the reference pads to.
         """
-        weight = (~memory_pad).sum(dim=1, keepdim=True).float() / memory_pad.shape[1]  # [B, 1]
-        pooled = weight * memory.sum(dim=1)  # [B, hidden]
+        if width is None:
+            width = self.reference_width(memory_pad)
+        columns = (torch.arange(memory_pad.size(1), device=memory.device) < width).to(memory.dtype)  # [Nq]
+        weight = (~memory_pad).sum(dim=1, keepdim=True).to(memory.dtype) / width  # [B, 1]
+        pooled = weight * torch.einsum("bjh,j->bh", memory, columns)  # [B, hidden]
         return pooled.pow(2).sum() / self.hidden_size
 
     # ------------------------------------------------------------------ sequence encoder
-    def forward(self, item_seq, item_seq_len, text_aug_mask=None, interest_width=None):
+    def forward(self, item_seq, item_seq_len, text_aug_mask=None):
         r"""Encode sequences.
 
         Args:
             item_seq: ``[B, L]`` item ids.
             item_seq_len: ``[B]`` lengths.
             text_aug_mask: optional ``[B, L]`` bool; where True the word-dropped text feature replaces the text.
-            interest_width: pad the interest tokens to at least this many (the regulariser depends on it).
 
         Returns:
-            ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``.
+            ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``,
+            ``Nq = interest_width``.
         """
-        if int(self.interest_epoch) < 0:  # never clustered (an untrained model): cluster once now
+        if not self._clustered:  # never clustered (an untrained model): cluster once now
             self.discover_interests()
-        interest_ids = self.interest_ids(item_seq, interest_width)
+        interest_ids = self.interest_ids(item_seq, self.interest_width)
         memory_pad = interest_ids == 0
         memory = self.trm_model.encoder(self.interest_embeddings[interest_ids], src_key_padding_mask=memory_pad)
 
@@ -397,21 +421,20 @@ class MISSRec(SequentialRecommender):
         Under torch.distributed each rank holds a shard of the global batch: the positives and augmented
         views of all ranks are gathered (the views with gradients) as candidates, and each term is scaled so
         that the ranks' losses average to the loss of the global batch (CE terms by ``n_rank * W / N``; the
-        regulariser, a sum over the batch, by ``W``). The interest tokens are padded to the width of the
-        global batch, as the regulariser of a sequence depends on it.
+        regulariser, a sum over the batch, by ``W``). The regulariser of a sequence depends on the width the
+        reference pads to, which is the global batch's there.
         """
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         aug_seq, aug_len, aug_mask = self.augment(item_seq, item_seq_len)
         distributed = dist.is_available() and dist.is_initialized()
-        widths = [None, None]
+        seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
+        aug_output, aug_memory, aug_pad = self.forward(aug_seq, aug_len, aug_mask)
+        widths = torch.stack([self.reference_width(memory_pad), self.reference_width(aug_pad)])
         if distributed:
-            widths = torch.tensor([self.interest_ids(s).size(1) for s in (item_seq, aug_seq)], device=item_seq.device)
             dist.all_reduce(widths, op=dist.ReduceOp.MAX)
-            widths = widths.tolist()
-        seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len, interest_width=widths[0])
-        aug_output, aug_memory, aug_pad = self.forward(aug_seq, aug_len, aug_mask, interest_width=widths[1])
-        reg = self.interest_regularizer(memory, memory_pad) + self.interest_regularizer(aug_memory, aug_pad)
+        reg = self.interest_regularizer(memory, memory_pad, widths[0])
+        reg = reg + self.interest_regularizer(aug_memory, aug_pad, widths[1])
 
         n_local = seq_output.size(0)
         labels = torch.arange(n_local, device=seq_output.device)
