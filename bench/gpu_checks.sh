@@ -1,8 +1,11 @@
 #!/bin/bash
 # Every check that needs the GPU machine (about 14 minutes on an H100: two device calls, by parts): the `gpu` tests, the k-means
 # regimes, the MISSRec benchmark, the encoding throughput and the anomaly-mode steps. Results go to $OUT (or
-# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly.
-# The anomaly part reads dataset/ml-100k_mm (built here; carry it: the GPU machine has no MiniLM package).
+# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly,
+# and results (not in the default set: 9.5 minutes of results/run_ml100k_mm.py per call, resumable).
+# The anomaly and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
+# MiniLM package). After a results call, copy $OUT/runs/*.json into results/runs/ here (they travel with the tree)
+# and $OUT/saved/*.pth into saved/ (carry it) so that the next call resumes.
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
 #               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
@@ -34,6 +37,11 @@ part encode && {
   timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
   timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
   timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
+}
+part results && {
+  timeout 560 python3 results/run_ml100k_mm.py --device cuda --jobs 9 --record results/runs > "$OUT/results.txt" 2>&1
+  mkdir -p "$OUT/runs" "$OUT/saved"; cp results/runs/*.json "$OUT/runs/"; cp results/ml-100k_mm.md "$OUT/"
+  cp saved/MISSRec-ml-100k_mm_A-*.pth "$OUT/saved/" 2>/dev/null
 }
 part anomaly && timeout 90 python3 bench/anomaly_mode.py --device cuda --steps 30 > "$OUT/anomaly.txt" 2>&1
 stamp done
