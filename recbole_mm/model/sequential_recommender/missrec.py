@@ -24,8 +24,9 @@ Departures from the reference code (each keeps the reported numbers' computation
 * Pre-training does the augmentation on the model device. Item drop compacts the kept items without the
   UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
   sequence, where the reference re-uses the original sequence's image features and interests.
-* Multi-process pre-training really all-reduces gradients (the reference's DDP trains each rank alone),
-  gathers in-batch negatives across ranks, and clusters once on rank 0, then broadcasts.
+* Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
+  fine-tuning is single-GPU), clusters once on rank 0, then broadcasts, and scales each rank's loss terms so
+  that the averaged gradient is the global batch's; pre-training gathers in-batch negatives across ranks.
 * Interest tokens are padded to a fixed width, the most a sequence can have (``modalities x
   MAX_ITEM_LIST_LENGTH``, at most K + 1), where the reference pads to the batch's widest set: shapes stay
   static and no step reads a count back to the host. Padded tokens are masked as keys, so the sequence
@@ -380,12 +381,19 @@ class MISSRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ losses and prediction
     def calculate_loss(self, interaction):
+        r"""``CE(logits over all items, target) + gamma * R`` (fine-tuning), or :meth:`pretrain_loss`.
+
+        Under torch.distributed (each rank holding a shard of the global batch, gradients averaged over the
+        ranks) the terms are scaled as in :meth:`pretrain_loss`, so the averaged gradient is the global batch's.
+        """
         if self.train_stage == "pretrain":
             return self.pretrain_loss(interaction)
         seq_output, memory, memory_pad = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        logits = self.item_logits(seq_output)
-        loss = F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
-        return loss + self.gamma * self.interest_regularizer(memory, memory_pad)
+        loss = F.cross_entropy(self.item_logits(seq_output), interaction[self.POS_ITEM_ID])
+        width = self.reference_width(memory_pad)
+        share = _RankShare(seq_output.size(0), seq_output.device)
+        share.all_reduce_max(width)
+        return share.scale * loss + self.gamma * share.world * self.interest_regularizer(memory, memory_pad, width)
 
     def predict(self, interaction):
         seq_output, _, _ = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
@@ -427,35 +435,46 @@ class MISSRec(SequentialRecommender):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         aug_seq, aug_len, aug_mask = self.augment(item_seq, item_seq_len)
-        distributed = dist.is_available() and dist.is_initialized()
         seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
         aug_output, aug_memory, aug_pad = self.forward(aug_seq, aug_len, aug_mask)
+        share = _RankShare(seq_output.size(0), seq_output.device)
         widths = torch.stack([self.reference_width(memory_pad), self.reference_width(aug_pad)])
-        if distributed:
-            dist.all_reduce(widths, op=dist.ReduceOp.MAX)
+        share.all_reduce_max(widths)
         reg = self.interest_regularizer(memory, memory_pad, widths[0])
         reg = reg + self.interest_regularizer(aug_memory, aug_pad, widths[1])
 
-        n_local = seq_output.size(0)
-        labels = torch.arange(n_local, device=seq_output.device)
-        scale, world = 1.0, 1
-        if distributed:
-            world = dist.get_world_size()
-            sizes = _gather_sizes(n_local, seq_output.device)
-            labels = labels + sum(sizes[: dist.get_rank()])
-            scale = n_local * world / sum(sizes)
-            pos_items = _gather_rows(pos_items, sizes, differentiable=False)
-            aug_output = _gather_rows(aug_output, sizes, differentiable=True)
+        labels = torch.arange(seq_output.size(0), device=seq_output.device) + share.offset
+        if share.sizes is not None:
+            pos_items = _gather_rows(pos_items, share.sizes, differentiable=False)
+            aug_output = _gather_rows(aug_output, share.sizes, differentiable=True)
         loss_si = F.cross_entropy(self._fused_logits(seq_output, pos_items) / self.temperature, labels)
         loss_ss = F.cross_entropy(seq_output @ aug_output.t() / self.temperature, labels)
-        return scale * (loss_si + self.lam * loss_ss) + self.gamma * world * reg
+        return share.scale * (loss_si + self.lam * loss_ss) + self.gamma * share.world * reg
 
 
-def _gather_sizes(n_local, device):
-    """Batch sizes of all ranks."""
-    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([n_local], device=device))
-    return [int(size) for size in sizes]
+class _RankShare:
+    r"""This rank's part of the global batch, for losses whose gradients are averaged over the ranks.
+
+    Without torch.distributed: ``sizes`` None, ``offset`` 0, ``scale`` 1, ``world`` 1. Under it: every rank's
+    batch size, this rank's first row in the global batch, ``scale = n_local * world / N`` (a mean over this
+    shard times ``scale``, averaged over the ranks, is the global mean) and the world size (a sum over this
+    shard times ``world``, averaged, is the global sum).
+    """
+
+    def __init__(self, n_local: int, device):
+        self.sizes, self.offset, self.scale, self.world = None, 0, 1.0, 1
+        if dist.is_available() and dist.is_initialized():
+            self.world = dist.get_world_size()
+            sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.world)]
+            dist.all_gather(sizes, torch.tensor([n_local], device=device))
+            self.sizes = [int(size) for size in sizes]
+            self.offset = sum(self.sizes[: dist.get_rank()])
+            self.scale = n_local * self.world / sum(self.sizes)
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> None:
+        """In place: the maximum over the ranks (nothing without torch.distributed)."""
+        if self.sizes is not None:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
 
 
 def _gather_rows(tensor, sizes, differentiable):
