@@ -137,7 +137,8 @@ class MISSRec(SequentialRecommender):
             self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
         self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
         self._clustered = False  # mirrors interest_epoch >= 0 without reading the buffer back every step
-        # interest tokens per sequence: the most a sequence can hold (distinct ids over all modalities, 0 included)
+        # interest tokens per sequence: the most a sequence can hold (distinct ids over all modalities, 0 included);
+        # None would pad to the batch's widest set, as the reference does (a host sync per step)
         self.interest_width = min(len(self.modalities) * self.max_seq_length, self.n_interests + 1)
 
         self.apply(self._init_weights)
