@@ -3,6 +3,7 @@ and pre-trained rows that wait for their pre-training."""
 
 import importlib.util
 import json
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -82,3 +83,16 @@ def test_a_failing_command_stops_the_table(runner, tmp_path, capsys):
     with pytest.raises(SystemExit, match="command failed \\(exit 3\\)"):
         runner.run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
     assert "boom" in capsys.readouterr().err
+
+
+def test_each_ablation_row_changes_one_setting_of_missrec_id_from_scratch(runner):
+    base_model, base, base_pretrained = runner.ROWS["MISSRec, ID, from scratch"]
+    for label in runner.ABLATIONS:
+        model, settings, pretrained = runner.ROWS[label]
+        assert (model, pretrained) == (base_model, base_pretrained)
+        diff = {key: value for key, value in settings.items() if base.get(key) != value}
+        assert len(diff) == 1, (label, diff)
+    assert {"text", "img"} == {runner.ROWS[label][1].get("modal_type") for label in runner.ABLATIONS} - {None}
+    # one interest: K = ceil(ratio x T) = 1 for ml-100k_mm's T = 2 modalities x 1,682 items
+    ratio = runner.ROWS["ablation: MISSRec, ID, from scratch, one interest"][1]["interest_ratio"]
+    assert math.ceil(ratio * 2 * 1682) == 1
