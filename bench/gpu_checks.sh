@@ -1,9 +1,9 @@
 #!/bin/bash
-# Every check that needs the GPU machine (about 14 minutes on an H100: two device calls, by parts): the `gpu` tests, the k-means
-# regimes, the MISSRec benchmark, the encoding throughput and the anomaly-mode steps. Results go to $OUT (or
-# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly,
+# Every check that needs the GPU machine (about 16 minutes on an H100: two device calls, by parts): the `gpu` tests, the
+# k-means regimes, the MISSRec benchmark, the encoding throughput, the anomaly-mode steps and the step's host cost. Results go to $OUT (or
+# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly overhead,
 # and results (not in the default set: 9.5 minutes of results/run_ml100k_mm.py per call, resumable).
-# The anomaly and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
+# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
 # MiniLM package). After a results call, copy $OUT/runs/*.json into results/runs/ here (they travel with the tree)
 # and $OUT/saved/*.pth into saved/ (carry it) so that the next call resumes.
 #
@@ -29,7 +29,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   $(ls .whl/*.whl | grep -v faiss) || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
-PARTS=" ${*:-tests kmeans missrec encode anomaly} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
+PARTS=" ${*:-tests kmeans missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
 part tests && { timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
 part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
 part missrec && timeout 320 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
@@ -44,4 +44,5 @@ part results && {
   cp saved/MISSRec-ml-100k_mm_A-*.pth "$OUT/saved/" 2>/dev/null
 }
 part anomaly && timeout 90 python3 bench/anomaly_mode.py --device cuda --steps 30 > "$OUT/anomaly.txt" 2>&1
+part overhead && timeout 120 python3 bench/step_overhead.py --device cuda --compile-mode reduce-overhead > "$OUT/overhead.txt" 2>&1
 stamp done

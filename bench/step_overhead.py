@@ -1,0 +1,106 @@
+"""Benchmark: the host cost of one MISSRec training step, by part, at sizes where the arithmetic is negligible.
+
+MISSRec's fine-tuning step on the GPU machine is bound by host and launch overhead (``bench/README.md``,
+MISSRec B), so the time of a step at tiny sizes (hidden 8, batch 4, the real ml-100k_mm items and sequences of
+up to 50 items) is what a step costs whatever the GPU. Printed per part: the whole step (forward, backward,
+Adam), the loss forward, forward + backward, Adam, and inside the forward the interest encoder, the sequence
+decoder and the all-item logits; then the whole step with the loss compiled (``compile_mode``, its compilation
+untimed), eager and compiled side by side. One thread on a CPU.
+
+Usage: python bench/step_overhead.py --device cpu
+       python bench/step_overhead.py --device cuda --compile-mode reduce-overhead
+"""
+
+import argparse
+import itertools
+import time
+
+import torch
+
+from recbole_mm.config import Config
+from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
+from recbole_mm.utils import compile_training_loss, get_model
+
+TINY = {"hidden_size": 8, "inner_size": 8, "n_heads": 2, "train_batch_size": 4, "interest_ratio": 0.01}
+
+
+def ms(fn, device, reps: int) -> float:
+    """Mean milliseconds of ``fn`` over ``reps`` calls, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000 / reps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--compile-mode", default="default", help="compile_mode of the compiled row")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    gpu_id = "" if args.device == "cpu" else (args.device.split(":") + ["0"])[1]
+    config = Config(
+        model="MISSRec",
+        dataset="ml-100k_mm",
+        config_file_list=["results/ml-100k_mm.yaml"],
+        config_dict={"gpu_id": gpu_id, "data_path": "dataset/", **TINY},
+    )
+    ensure_dataset(config)
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    torch.manual_seed(2020)
+    model = get_model("MISSRec")(config, train_data._dataset).to(config["device"])
+    device = config["device"]
+    model.discover_interests(0)
+    batch = next(itertools.islice(train_data, 1)).to(device)
+    seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+
+    ids = model.interest_ids(seq, model.interest_width)
+    memory = model.trm_model.encoder(model.interest_embeddings[ids], src_key_padding_mask=ids == 0)
+    tokens = torch.randn(*seq.shape, model.hidden_size, device=device)
+    output = model(seq, seq_len)[0]
+    parts = {
+        "whole step (forward, backward, Adam)": step,
+        "loss forward": lambda: model.calculate_loss(batch),
+        "loss forward + backward": lambda: model.calculate_loss(batch).backward(),
+        "Adam step": optimizer.step,
+        "  forward: interest encoder": lambda: model.trm_model.encoder(
+            model.interest_embeddings[ids], src_key_padding_mask=ids == 0
+        ),
+        "  forward: sequence decoder": lambda: model.trm_model.decoder(
+            tokens, memory, tgt_key_padding_mask=seq == 0, memory_key_padding_mask=ids == 0
+        ),
+        "  forward: all-item logits": lambda: model.item_logits(output.detach()),
+    }
+    model.train()
+    rows = {label: ms(fn, device, args.reps) for label, fn in parts.items()}
+    eager = rows["whole step (forward, backward, Adam)"]
+    compile_training_loss(model, args.compile_mode)
+    start = time.perf_counter()
+    step()  # compiles
+    compiling = time.perf_counter() - start
+    rows[f"whole step, loss compiled ({args.compile_mode})"] = ms(step, device, args.reps)
+
+    print(f"\nMISSRec step host cost, {args.device}, ml-100k_mm, {TINY}, mean of {args.reps}")
+    print("| part | ms |\n|---|---|")
+    for label, value in rows.items():
+        print(f"| {label} | {value:.2f} |")
+    compiled = rows[f"whole step, loss compiled ({args.compile_mode})"]
+    print(f"eager / compiled: {eager / compiled:.2f}x (compilation: {compiling:.1f} s, untimed above)")
+
+
+if __name__ == "__main__":
+    main()
