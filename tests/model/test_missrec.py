@@ -153,14 +153,31 @@ def test_dedup_matches_reference_loop(tmp_path):
     assert model.interest_ids(hand).tolist() == [[0, 1, 7], [0, 2, 5]]
 
 
+@pytest.mark.parametrize("faithful", [True, False])
+def test_interest_width_holds_every_sequence(tmp_path, faithful):
+    _, model, train_data, _, _ = build(tmp_path, kmeans_faithful=faithful)
+    model.discover_interests(0)
+    tables = torch.cat([model.plm_interest_lookup_table, model.img_interest_lookup_table])
+    in_use = len(set(tables.tolist()))  # PAD's 0 included
+    assert model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], in_use)
+    widest = max(model.interest_ids(batch["item_id_list"]).shape[1] for batch in train_data)
+    assert widest <= model.interest_width
+    state = model.state_dict()
+    model.interest_width = None
+    model.load_state_dict(state)  # a restored checkpoint gets its width back from its tables
+    assert model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], in_use)
+
+
 def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):
     _, model, train_data, _, _ = build(tmp_path)
     model.eval()
     batch = first_batch(train_data)
     seq, seq_len = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
+        model.discover_interests(0)
+        model.interest_width = 2 * TINY["MAX_ITEM_LIST_LENGTH"]  # the widest possible: padding to spare
         out, memory, pad = model(seq, seq_len)
-        assert pad.shape[1] == model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], model.n_interests + 1)
+        assert pad.shape[1] == model.interest_width
         model.interest_width = None  # the reference: padded to the batch's widest set of interests
         ref_out, ref_memory, ref_pad = model(seq, seq_len)
     assert ref_pad.shape[1] < pad.shape[1]  # the fixed width really pads further
@@ -343,7 +360,9 @@ def write_ml100k_slice(source_root, directory, n_users=50, max_history=20, train
 
 
 def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
-    write_ml100k_slice(ml100k_root, tmp_path)
+    # 150 users: with 50, one validation hit moves NDCG@10 by about 0.01, and the margin below was a coin toss
+    # (over torch seeds 0-3 the trained model beat the untrained one by 0.021 to 0.032 with 150 users)
+    write_ml100k_slice(ml100k_root, tmp_path, n_users=150)
     extra = {
         "data_path": str(tmp_path),
         "checkpoint_dir": str(tmp_path / "saved"),

@@ -27,9 +27,10 @@ Departures from the reference code (each keeps the reported numbers' computation
 * Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
   fine-tuning is single-GPU), clusters once on rank 0, then broadcasts, and scales each rank's loss terms so
   that the averaged gradient is the global batch's; pre-training gathers in-batch negatives across ranks.
-* Interest tokens are padded to a fixed width, the most a sequence can have (``modalities x
-  MAX_ITEM_LIST_LENGTH``, at most K + 1), where the reference pads to the batch's widest set: shapes stay
-  static and no step reads a count back to the host. Padded tokens are masked as keys, so the sequence
+* Interest tokens are padded to a width fixed at each discovery, the most a sequence can have (``modalities x
+  MAX_ITEM_LIST_LENGTH``, at most the number of interest ids in use, PAD's 0 included), where the reference
+  pads to the batch's widest set: shapes stay static within an epoch and no step reads a count back to the
+  host. Padded tokens are masked as keys, so the sequence
   output is the reference's. The regulariser, kept as the reference computes it (padded positions
   included, so it depends on the width), sums the columns up to the reference's width, the batch's
   largest number of distinct ids (under torch.distributed, the global batch's), and gives its value.
@@ -137,9 +138,7 @@ class MISSRec(SequentialRecommender):
             self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
         self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
         self._clustered = False  # mirrors interest_epoch >= 0 without reading the buffer back every step
-        # interest tokens per sequence: the most a sequence can hold (distinct ids over all modalities, 0 included);
-        # None would pad to the batch's widest set, as the reference does (a host sync per step)
-        self.interest_width = min(len(self.modalities) * self.max_seq_length, self.n_interests + 1)
+        self.interest_width = None  # set by every discovery (see _interests_changed)
 
         self.apply(self._init_weights)
         if config["pretrained_path"]:
@@ -226,7 +225,17 @@ class MISSRec(SequentialRecommender):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._interests_changed()
+
+    def _interests_changed(self):
+        r"""After a discovery or a load: whether interests exist, and ``interest_width``, the interest tokens per
+        sequence, the most a sequence can hold: ``modalities x MAX_ITEM_LIST_LENGTH``, or fewer when fewer
+        interest ids are in use (PAD's 0 included; the reference-compatible k-means leaves many clusters empty).
+        Setting ``interest_width`` to None pads to the batch's widest set instead, as the reference does (a
+        host sync per step)."""
         self._clustered = int(self.interest_epoch) >= 0
+        tables = torch.cat([getattr(self, self._lookup_name(m)) for m in self.modalities])
+        self.interest_width = min(len(self.modalities) * self.max_seq_length, int(tables.unique().numel()))
 
     # ------------------------------------------------------------------ interests
     @torch.no_grad()
@@ -263,7 +272,7 @@ class MISSRec(SequentialRecommender):
             for name in ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]:
                 dist.broadcast(getattr(self, name), src=0)
         self.interest_epoch.fill_(epoch)
-        self._clustered = True
+        self._interests_changed()
 
     def interest_ids(self, item_seq, width=None):
         r"""Sorted unique interest ids of each sequence over all modalities, right-padded with 0.
@@ -320,7 +329,7 @@ class MISSRec(SequentialRecommender):
 
         Returns:
             ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``,
-            ``Nq = interest_width``.
+            ``Nq = interest_width`` (see :meth:`_interests_changed`).
         """
         if not self._clustered:  # never clustered (an untrained model): cluster once now
             self.discover_interests()
