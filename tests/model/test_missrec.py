@@ -159,13 +159,15 @@ def test_interest_width_holds_every_sequence(tmp_path, faithful):
     model.discover_interests(0)
     tables = torch.cat([model.plm_interest_lookup_table, model.img_interest_lookup_table])
     in_use = len(set(tables.tolist()))  # PAD's 0 included
-    assert model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], in_use)
+    bucket = next(2**p for p in range(12) if 2**p >= in_use)
+    expected = min(2 * TINY["MAX_ITEM_LIST_LENGTH"], bucket)
+    assert model.interest_width == expected
     widest = max(model.interest_ids(batch["item_id_list"]).shape[1] for batch in train_data)
     assert widest <= model.interest_width
     state = model.state_dict()
     model.interest_width = None
     model.load_state_dict(state)  # a restored checkpoint gets its width back from its tables
-    assert model.interest_width == min(2 * TINY["MAX_ITEM_LIST_LENGTH"], in_use)
+    assert model.interest_width == expected
 
 
 def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):

@@ -27,8 +27,9 @@ Departures from the reference code (each keeps the reported numbers' computation
 * Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
   fine-tuning is single-GPU), clusters once on rank 0, then broadcasts, and scales each rank's loss terms so
   that the averaged gradient is the global batch's; pre-training gathers in-batch negatives across ranks.
-* Interest tokens are padded to a width fixed at each discovery, the most a sequence can have (``modalities x
-  MAX_ITEM_LIST_LENGTH``, at most the number of interest ids in use, PAD's 0 included), where the reference
+* Interest tokens are padded to a width fixed at each discovery, at least the most a sequence can have
+  (``modalities x MAX_ITEM_LIST_LENGTH``, or the number of interest ids in use, PAD's 0 included, rounded up
+  to a power of two), where the reference
   pads to the batch's widest set: shapes stay static within an epoch and no step reads a count back to the
   host. Padded tokens are masked as keys, so the sequence
   output is the reference's. The regulariser, kept as the reference computes it (padded positions
@@ -229,13 +230,15 @@ class MISSRec(SequentialRecommender):
 
     def _interests_changed(self):
         r"""After a discovery or a load: whether interests exist, and ``interest_width``, the interest tokens per
-        sequence, the most a sequence can hold: ``modalities x MAX_ITEM_LIST_LENGTH``, or fewer when fewer
-        interest ids are in use (PAD's 0 included; the reference-compatible k-means leaves many clusters empty).
-        Setting ``interest_width`` to None pads to the batch's widest set instead, as the reference does (a
-        host sync per step)."""
+        sequence. That is at least the most a sequence can hold: ``modalities x MAX_ITEM_LIST_LENGTH``, or
+        fewer when fewer interest ids are in use (PAD's 0 included; the reference-compatible k-means leaves
+        many clusters empty). The count in use is rounded up to a power of two, so that a compiled loss sees
+        few distinct widths over a run. Setting ``interest_width`` to None pads to the batch's widest set
+        instead, as the reference does (a host sync per step)."""
         self._clustered = int(self.interest_epoch) >= 0
         tables = torch.cat([getattr(self, self._lookup_name(m)) for m in self.modalities])
-        self.interest_width = min(len(self.modalities) * self.max_seq_length, int(tables.unique().numel()))
+        in_use = int(tables.unique().numel())
+        self.interest_width = min(len(self.modalities) * self.max_seq_length, 1 << (in_use - 1).bit_length())
 
     # ------------------------------------------------------------------ interests
     @torch.no_grad()
