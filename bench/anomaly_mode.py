@@ -15,43 +15,15 @@ Usage: python bench/anomaly_mode.py --device cpu --steps 5
 
 import argparse
 import itertools
-import time
 
 import torch
-
-from recbole_mm.config import Config
-from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import get_model
-
-
-def build(model_name: str, device: str):
-    gpu_id = "" if device == "cpu" else device.split(":")[-1] if ":" in device else "0"
-    config = Config(
-        model=model_name,
-        dataset="ml-100k_mm",
-        config_file_list=["results/ml-100k_mm.yaml"],
-        config_dict={"gpu_id": gpu_id, "data_path": "dataset/", "show_progress": False},
-    )
-    ensure_dataset(config)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    torch.manual_seed(2020)
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    return model, train_data, config["device"]
+from ml100k_steps import mean_ms, ml100k_mm_model, train_step
 
 
 def ms_per_step(model, optimizer, batches, device, anomaly: bool) -> float:
     torch.autograd.set_detect_anomaly(anomaly)
     try:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for batch in batches:
-            optimizer.zero_grad()
-            model.calculate_loss(batch).backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) * 1000 / len(batches)
+        return mean_ms(lambda: [train_step(model, optimizer, batch) for batch in batches], device) / len(batches)
     finally:
         torch.autograd.set_detect_anomaly(False)
 
@@ -67,14 +39,12 @@ def main():
 
     rows = []
     for name in args.models:
-        model, train_data, device = build(name, args.device)
+        model, train_data, device = ml100k_mm_model(name, args.device)
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = [b.to(device) for b in itertools.islice(train_data, args.steps)]
         for batch in batches[: args.warmup]:
-            optimizer.zero_grad()
-            model.calculate_loss(batch).backward()
-            optimizer.step()
+            train_step(model, optimizer, batch)
         times = {False: [], True: []}
         for _ in range(args.rounds):
             for anomaly in (False, True):

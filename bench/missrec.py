@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from ml100k_steps import train_step
 from tqdm import tqdm
 
 from recbole_mm.config import Config
@@ -194,9 +195,7 @@ def epoch_breakdown(model, train_data, device, steps=100):
 
     def step_all():
         for batch in batches:
-            optimizer.zero_grad()
-            model.calculate_loss(batch).backward()
-            optimizer.step()
+            train_step(model, optimizer, batch)
 
     model.train()
     per_step = timed(step_all, device) / len(batches)

@@ -16,26 +16,11 @@ import itertools
 import time
 
 import torch
+from ml100k_steps import mean_ms, ml100k_mm_model, train_step
 
-from recbole_mm.config import Config
-from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import compile_training_loss, get_model
+from recbole_mm.utils import compile_training_loss
 
 TINY = {"hidden_size": 8, "inner_size": 8, "n_heads": 2, "train_batch_size": 4, "interest_ratio": 0.01}
-
-
-def ms(fn, device, reps: int) -> float:
-    """Mean milliseconds of ``fn`` over ``reps`` calls, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000 / reps
 
 
 def main():
@@ -46,27 +31,14 @@ def main():
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(1)
-    gpu_id = "" if args.device == "cpu" else (args.device.split(":") + ["0"])[1]
-    config = Config(
-        model="MISSRec",
-        dataset="ml-100k_mm",
-        config_file_list=["results/ml-100k_mm.yaml"],
-        config_dict={"gpu_id": gpu_id, "data_path": "dataset/", **TINY},
-    )
-    ensure_dataset(config)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    torch.manual_seed(2020)
-    model = get_model("MISSRec")(config, train_data._dataset).to(config["device"])
-    device = config["device"]
+    model, train_data, device = ml100k_mm_model("MISSRec", args.device, **TINY)
     model.discover_interests(0)
     batch = next(itertools.islice(train_data, 1)).to(device)
     seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():
-        optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
-        optimizer.step()
+        train_step(model, optimizer, batch)
 
     ids = model.interest_ids(seq, model.interest_width)
     memory = model.trm_model.encoder(model.interest_embeddings[ids], src_key_padding_mask=ids == 0)
@@ -86,13 +58,13 @@ def main():
         "  forward: all-item logits": lambda: model.item_logits(output.detach()),
     }
     model.train()
-    rows = {label: ms(fn, device, args.reps) for label, fn in parts.items()}
+    rows = {label: mean_ms(fn, device, args.reps, warmup=3) for label, fn in parts.items()}
     eager = rows["whole step (forward, backward, Adam)"]
     compile_training_loss(model, args.compile_mode)
     start = time.perf_counter()
     step()  # compiles
     compiling = time.perf_counter() - start
-    rows[f"whole step, loss compiled ({args.compile_mode})"] = ms(step, device, args.reps)
+    rows[f"whole step, loss compiled ({args.compile_mode})"] = mean_ms(step, device, args.reps, warmup=3)
 
     print(f"\nMISSRec step host cost, {args.device}, ml-100k_mm, {TINY}, mean of {args.reps}")
     print("| part | ms |\n|---|---|")
