@@ -214,6 +214,74 @@ def test_training_loss_compiles_as_one_graph_with_the_eager_values(tmp_path):
         assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5 * scale), name
 
 
+
+def contextual_by_hand(model, seq, seq_len, all_absent=False):
+    """MISSRec's contextual decoder input assembled by hand (eval mode): [text tokens | image tokens], each item's
+    position and ID embedding added to both, keys masked at PAD and where the item lacks that modality."""
+    pos = model.position_embedding.weight[: seq.size(1)]
+    ids = model.item_embedding(seq)
+    text = model.text_adaptor(model.features.text[seq]) + pos + ids
+    image = model.img_adaptor(model.features.image[seq]) + pos + ids
+    pad = seq == 0
+    key_pad = torch.cat([pad | ~model.features.text_present[seq], pad | ~model.features.image_present[seq]], dim=1)
+    if all_absent:  # every key would be masked: the real items stay unmasked
+        key_pad = torch.cat([pad, pad], dim=1)
+    interest_ids = model.interest_ids(seq, model.interest_width)
+    mem_pad = interest_ids == 0
+    memory = model.trm_model.encoder(model.interest_embeddings[interest_ids], src_key_padding_mask=mem_pad)
+    out = model.trm_model.decoder(
+        model.LayerNorm(torch.cat([text, image], dim=1)), memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=mem_pad
+    )
+    return F.normalize(out[torch.arange(len(seq)), seq_len - 1], dim=-1), key_pad
+
+
+@pytest.mark.parametrize("all_absent", [False, True])
+def test_contextual_fusion_by_hand(tmp_path, all_absent):
+    _, model, train_data, _, _ = build(tmp_path, seq_mm_fusion="contextual")
+    model = model.double().eval()
+    if all_absent:  # no item has any modality
+        model.features.text_present.zero_()
+        model.features.image_present.zero_()
+    batch = first_batch(train_data)
+    seq, seq_len = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        out, _, _ = model(seq, seq_len)
+        expected, key_pad = contextual_by_hand(model, seq, seq_len, all_absent)
+    if not all_absent:
+        assert key_pad.sum() > 2 * (seq == 0).sum()  # item 3's image token is masked beyond PAD
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_contextual_fusion_ignores_a_missing_modality_add_does_not(tmp_path):
+    outputs = {}
+    for fusion in ("contextual", "add"):
+        _, model, train_data, _, _ = build(tmp_path, seq_mm_fusion=fusion)
+        model.eval()
+        batch = first_batch(train_data)
+        seq, seq_len = batch["item_id_list"], batch["item_length"]
+        item = int(train_data.dataset.token2id("item_id", "3"))  # the item without an image
+        holds_3 = (seq == item).any(dim=1)
+        assert holds_3.any() and not bool(model.features.image_present[item])
+        with torch.no_grad():
+            before, _, _ = model(seq, seq_len)
+            model.features.image[item] = torch.randn(DIM)  # still absent: its row must not matter
+            after, _, _ = model(seq, seq_len)
+        outputs[fusion] = (before - after).abs().amax(dim=1), holds_3
+    change, _ = outputs["contextual"]
+    assert change.max() == 0  # a masked key and an unread query position
+    change, holds_3 = outputs["add"]  # "add" sums the (unmasked) adapted row into the item's token
+    assert (change[holds_3] > 1e-4).all() and (change[~holds_3] == 0).all()
+
+
+def test_contextual_fusion_trains(tmp_path):
+    config, model, train_data, valid_data, _ = build(tmp_path, seq_mm_fusion="contextual", epochs=2)
+    trainer = MISSRecTrainer(config, model)
+    untrained = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
+    _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
+    assert best["ndcg@10"] > untrained, (best, untrained)
+
+
 @pytest.mark.parametrize("stage", ["transductive_ft", "inductive_ft"])
 def test_fusion_and_id_mix_by_hand(tmp_path, stage):
     _, model, _, _, _ = build(tmp_path, train_stage=stage)
@@ -315,12 +383,35 @@ def test_kmeans_modes_give_valid_tables(tmp_path):
     assert torch.allclose((tokens - centroids[labels]).norm(dim=1), nearest, atol=1e-4)
 
 
+
+def test_dpc_knn_discovery_uses_the_reference_neighbour_count(tmp_path):
+    from recbole_mm.clustering import dpc_knn
+
+    _, model, train_data, _, _ = build(tmp_path, interest_clustering="dpc_knn", knn_local_ratio=0.2)
+    tokens_count = 2 * N_ITEMS
+    assert model.knn_local_size == math.ceil(0.2 * tokens_count)  # reference: max(ceil(ratio x T), 1)
+    model.discover_interests(0)
+    tokens = torch.cat([model.item_tokens("text"), model.item_tokens("image")])
+    expected = dpc_knn(tokens, model.n_interests, local_size=model.knn_local_size)
+    assert torch.equal(model.interest_embeddings[1:], expected.centroids)
+    labels = torch.cat([model.plm_interest_lookup_table[1:], model.img_interest_lookup_table[1:]])
+    assert torch.equal(labels, expected.labels + 1)
+    out, _, _ = model(first_batch(train_data)["item_id_list"], first_batch(train_data)["item_length"])
+    assert torch.isfinite(out).all()
+
+
 # ---------------------------------------------------------------------------------------------------
 def test_bad_inputs_raise_before_training(tmp_path):
     with pytest.raises(RecBoleMMError, match="n_layers"):
         build(tmp_path, n_layers=3)
     with pytest.raises(RecBoleMMError, match="modal_type"):
         build(tmp_path, modal_type="both")
+    with pytest.raises(RecBoleMMError, match="seq_mm_fusion"):
+        build(tmp_path, seq_mm_fusion="stack")
+    with pytest.raises(RecBoleMMError, match="interest_clustering"):
+        build(tmp_path, interest_clustering="dbscan")
+    with pytest.raises(RecBoleMMError, match="knn_local_ratio"):
+        build(tmp_path, knn_local_ratio=0)
     with pytest.raises(RecBoleMMError, match=r"missing \['image'\]"):
         build(tmp_path, modalities=["text"])  # dataset without images, model asks for img_text
     with pytest.raises(FeatureFileError, match="does not exist"):
@@ -503,10 +594,10 @@ def test_pretraining_augmentation(tmp_path):
     model.item_drop_coefficient = 0.0  # always word drop: same items, some positions use feat2CLS
     same_seq, same_len, mask = model.augment(seq, lengths)
     assert torch.equal(same_seq, seq) and torch.equal(same_len, lengths) and mask.shape == seq.shape
-    loss = model.calculate_loss(
-        Interaction({"item_id_list": seq, "item_length": lengths, "item_id": torch.tensor([10, 11])})
-    )
-    assert torch.isfinite(loss)
+    batch = Interaction({"item_id_list": seq, "item_length": lengths, "item_id": torch.tensor([10, 11])})
+    assert torch.isfinite(model.calculate_loss(batch))
+    model.seq_mm_fusion = "contextual"  # the word-dropped text reaches the contextual tokens too
+    assert torch.isfinite(model.calculate_loss(batch))
 
 
 def test_pretraining_on_multi_domain_layout(tmp_path):

@@ -16,6 +16,9 @@ Departures from the reference code (each keeps the reported numbers' computation
   ``kmeans_faithful: True`` (default) reproduces the reference's TorchPQ minibatch k-means with its quirks
   (one pass, random init from the first minibatch, unshuffled batches, empty cluster -> 0, non-negative
   centroids); ``False`` runs proper Lloyd k-means (``kmeans_iters`` iterations, signed centroids).
+  ``interest_clustering: dpc_knn`` runs the reference's DPC-KNN instead (commented out in its code, perhaps what
+  the paper describes), with ``max(ceil(knn_local_ratio * T), 1)`` neighbours as the reference sizes it; it costs
+  ``O(T^2)`` arithmetic (blocked, so not ``O(T^2)`` memory), fine downstream, not at pre-training size.
 * Interest deduplication is vectorised (sort, drop repeats, compact); same output as the reference's
   per-sequence ``torch.unique``: sorted ids, 0 first when present, right-padded with 0.
 * Full ranking scores the catalogue in chunks of ``item_chunk_size`` items.
@@ -42,8 +45,12 @@ Departures from the reference code (each keeps the reported numbers' computation
   A model evaluated before any training epoch clusters once on first use.
 * Kept as in the reference: an item missing a modality (zero features) is represented by the adaptor
   bias alone, so at initialisation (zero bias) its cosine gets ``F.normalize``'s huge gradient, which
-  Adam absorbs; ``attn_dropout_prob`` and ``knn_local_ratio`` are read nowhere (DPC-KNN and
-  ``seq_mm_fusion: contextual`` are not implemented: the released runs use k-means and ``add``).
+  Adam absorbs; ``attn_dropout_prob`` is read nowhere.
+* ``seq_mm_fusion: contextual`` (the reference's alternative to ``add``; the released runs use ``add``): each
+  item gives one decoder token per modality (modality-major, ``M x L`` tokens, position and ID added to each), a
+  token whose item lacks that modality is masked as a key, and the output is read at the first modality's last
+  item, as in the reference. Departure: a sequence none of whose items has any modality would have every key
+  masked (NaN attention in the reference); its real items' tokens stay unmasked instead.
 """
 
 import math
@@ -55,13 +62,15 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_mm.clustering import kmeans, kmeans_reference
+from recbole_mm.clustering import dpc_knn, kmeans, kmeans_reference
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.model.layers import ItemFeatureBank
 
 MODAL_TYPES = {"img_text": ("text", "image"), "text": ("text",), "img": ("image",)}
 TRAIN_STAGES = ("pretrain", "transductive_ft", "inductive_ft")
 ITEM_FUSIONS = ("static", "dynamic_shared", "dynamic_instance")
+SEQ_FUSIONS = ("add", "contextual")
+INTEREST_CLUSTERINGS = ("kmeans", "dpc_knn")
 # Reference parameter/buffer names per modality (kept so state_dict keys match the reference's).
 PREFIX = {"text": ("text", "plm"), "image": ("img", "img")}
 # What a PT1 fine-tuning run takes from a pre-trained checkpoint, and freezes among it.
@@ -98,8 +107,11 @@ class MISSRec(SequentialRecommender):
         self.interest_ratio = config["interest_ratio"]
         self.kmeans_faithful = config["kmeans_faithful"]
         self.kmeans_iters = config["kmeans_iters"]
+        self.interest_clustering = config["interest_clustering"]
+        self.knn_local_ratio = config["knn_local_ratio"]
         self.item_chunk_size = config["item_chunk_size"]
         self.item_mm_fusion = config["item_mm_fusion"]
+        self.seq_mm_fusion = config["seq_mm_fusion"]
         self.seed = config["seed"]
         self.modal_type = config["modal_type"]
         self._check_config(config)
@@ -134,6 +146,7 @@ class MISSRec(SequentialRecommender):
         # interests: K centroids (+ row 0 for padding) and each item-modality token's interest id
         n_tokens = (self.n_items - 1) * len(self.modalities)
         self.n_interests = max(math.ceil(self.interest_ratio * n_tokens), 1)
+        self.knn_local_size = max(math.ceil(self.knn_local_ratio * n_tokens), 1)  # DPC-KNN neighbours
         self.register_buffer("interest_embeddings", torch.zeros(self.n_interests + 1, self.hidden_size))
         for modality in self.modalities:
             self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
@@ -158,12 +171,16 @@ class MISSRec(SequentialRecommender):
             bad("train_stage", f"one of {list(TRAIN_STAGES)}")
         if config["id_type"] not in ("id", "none"):
             bad("id_type", "'id' or 'none'")
-        if config["seq_mm_fusion"] != "add":
-            bad("seq_mm_fusion", "'add' (the released setting; 'contextual' is not implemented)")
+        if self.seq_mm_fusion not in SEQ_FUSIONS:
+            bad("seq_mm_fusion", f"one of {list(SEQ_FUSIONS)}")
         if self.item_mm_fusion not in ITEM_FUSIONS:
             bad("item_mm_fusion", f"one of {list(ITEM_FUSIONS)}")
         if not 0 < self.interest_ratio <= 1:
             bad("interest_ratio", "a float in (0, 1]")
+        if self.interest_clustering not in INTEREST_CLUSTERINGS:
+            bad("interest_clustering", f"one of {list(INTEREST_CLUSTERINGS)}")
+        if not 0 < self.knn_local_ratio <= 1:
+            bad("knn_local_ratio", "a float in (0, 1]")
         if config["loss_type"] != "CE":
             bad("loss_type", "'CE'")
 
@@ -263,7 +280,9 @@ class MISSRec(SequentialRecommender):
             tokens = torch.cat([self.item_tokens(m) for m in self.modalities], dim=0)  # [T, hidden]
             self.train(was_training)
             seed = self.seed + epoch
-            if self.kmeans_faithful:
+            if self.interest_clustering == "dpc_knn":
+                result = dpc_knn(tokens, self.n_interests, local_size=self.knn_local_size)
+            elif self.kmeans_faithful:
                 result = kmeans_reference(tokens, self.n_interests, seed=seed)
             else:
                 result = kmeans(tokens, self.n_interests, n_iter=self.kmeans_iters, seed=seed)
@@ -340,21 +359,44 @@ class MISSRec(SequentialRecommender):
         memory_pad = interest_ids == 0
         memory = self.trm_model.encoder(self.interest_embeddings[interest_ids], src_key_padding_mask=memory_pad)
 
+        tokens, key_pad = self.decoder_tokens(item_seq, text_aug_mask)
+        tokens = self.dropout(self.LayerNorm(tokens))
+        output = self.trm_model.decoder(tokens, memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=memory_pad)
+        seq_output = self.gather_indexes(output, item_seq_len - 1)  # contextual: the first modality's token
+        return F.normalize(seq_output, dim=-1), memory, memory_pad
+
+    def decoder_tokens(self, item_seq, text_aug_mask=None):
+        r"""The decoder's item tokens (before LayerNorm and dropout) and their key padding mask.
+
+        ``add``: ``position + sum of adapted modality features (+ ID)`` per item, ``[B, L, hidden]``, masked at PAD.
+        ``contextual``: one token per modality and item, modality-major, ``[B, M*L, hidden]``, position (and ID)
+        added to each; masked at PAD and where the item lacks the modality (unless that masks a whole sequence).
+
+        Returns:
+            ``(tokens, key_pad)``: ``[B, L or M*L, hidden]`` and bool ``[B, L or M*L]``.
+        """
         position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        tokens = self.position_embedding(position_ids).unsqueeze(0)  # [1, L, hidden]
+        position = self.position_embedding(position_ids).unsqueeze(0)  # [1, L, hidden]
+        pad = item_seq == 0
+        adapted = []
         for modality in self.modalities:
             features = self.features(modality, item_seq)
             if modality == "text" and text_aug_mask is not None:
                 features = torch.where(text_aug_mask.unsqueeze(-1), self.features("text_aug", item_seq), features)
-            tokens = tokens + self.adaptor(modality)(features)
-        if self.use_id:
-            tokens = tokens + self.item_embedding(item_seq)
-        tokens = self.dropout(self.LayerNorm(tokens))
-        output = self.trm_model.decoder(
-            tokens, memory, tgt_key_padding_mask=item_seq == 0, memory_key_padding_mask=memory_pad
-        )
-        seq_output = self.gather_indexes(output, item_seq_len - 1)
-        return F.normalize(seq_output, dim=-1), memory, memory_pad
+            adapted.append(self.adaptor(modality)(features))
+        item_id = self.item_embedding(item_seq) if self.use_id else None
+        if self.seq_mm_fusion == "add":
+            tokens = position
+            for part in adapted:
+                tokens = tokens + part
+            return (tokens if item_id is None else tokens + item_id), pad
+        tokens = torch.stack(adapted, dim=1) + position.unsqueeze(1)  # [B, M, L, hidden]
+        if item_id is not None:
+            tokens = tokens + item_id.unsqueeze(1)
+        absent = torch.stack([~self.features.present(m, item_seq) for m in self.modalities], dim=1)  # [B, M, L]
+        key_pad = (pad.unsqueeze(1) | absent).flatten(1)
+        key_pad = torch.where(key_pad.all(dim=1, keepdim=True), pad.repeat(1, len(self.modalities)), key_pad)
+        return tokens.flatten(1, 2), key_pad
 
     # ------------------------------------------------------------------ candidate scoring
     def _fused_logits(self, seq_output, item_ids, pairwise=False):
