@@ -35,7 +35,7 @@ T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 PARTS=" ${*:-tests kmeans missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
 part tests && { timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
 part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
-part missrec && timeout 320 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
+part missrec && timeout 360 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
 part encode && {
   timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
   timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1

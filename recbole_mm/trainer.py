@@ -10,7 +10,9 @@ from time import time
 import torch
 import torch.distributed as dist
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import get_gpu_usage, set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
 
 
 class AtomicCheckpointMixin:
@@ -39,8 +41,55 @@ def with_atomic_checkpoints(trainer_class):
     return type(trainer_class.__name__, (AtomicCheckpointMixin, trainer_class), {"__module__": __name__})
 
 
-class MISSRecTrainer(AtomicCheckpointMixin, Trainer):
-    r"""RecBole's trainer plus MISSRec's interest discovery and pre-training.
+class DeviceLossMixin:
+    """RecBole's training epoch without a host sync per step (for ``Trainer`` subclasses using its plain loop).
+
+    RecBole's ``Trainer._train_epoch`` reads every step's loss back to the host (``loss.item()`` and a NaN check),
+    so on a GPU the host waits for each step to finish before it queues the next. Here the epoch's loss sum (float64)
+    and the first step with a NaN loss are kept on the device and read once, when the epoch ends; a NaN loss then
+    raises RecBole's ``ValueError`` naming that step. The steps themselves are RecBole's (zero_grad, autocast with
+    ``enable_amp``, GradScaler with ``enable_scaler``, ``clip_grad_norm``), so parameters and returned sums are
+    the same. Under RecBole's own DDP launcher (``single_spec`` false) RecBole's loop runs unchanged.
+    """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if not self.config["single_spec"]:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        batches = train_data
+        if show_progress:
+            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        total, first_nan = None, torch.full((), -1, dtype=torch.long, device=self.device)
+        for step, interaction in enumerate(batches):
+            interaction = interaction.to(self.device)
+            self.optimizer.zero_grad()
+            with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
+                losses = loss_func(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            loss = sum(parts) if isinstance(losses, tuple) else losses
+            values = torch.stack([part.detach().double() for part in parts])
+            total = values if total is None else total + values
+            first_nan = torch.where((first_nan < 0) & torch.isnan(loss.detach()), step, first_nan)
+            scaler.scale(loss).backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            scaler.step(self.optimizer)
+            scaler.update()
+            if self.gpu_available and show_progress:
+                batches.set_postfix_str(set_color("GPU RAM: " + get_gpu_usage(self.device), "yellow"))
+        if total is None:
+            return None
+        if int(first_nan) >= 0:
+            raise ValueError(f"Training loss is nan (epoch {epoch_idx}, first at step {int(first_nan)})")
+        sums = total.tolist()
+        return tuple(sums) if isinstance(losses, tuple) else sums[0]
+
+
+class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
+    r"""RecBole's trainer plus MISSRec's interest discovery and pre-training, without a host sync per step
+    (:class:`DeviceLossMixin`).
 
     * Before every training epoch (epoch 0 included) the model re-clusters its interests with the current
       adaptors; the interest tables are buffers, so checkpoints (and the best-model reload) carry them.

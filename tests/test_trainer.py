@@ -1,15 +1,17 @@
-"""Atomic checkpoint writes for every trainer a recbole_mm run uses."""
+"""Atomic checkpoint writes for every trainer a recbole_mm run uses, and the training epoch without a host sync per
+step."""
 
 import os
 
 import pytest
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import ModelType
+from recbole.utils import ModelType, init_seed
 
 from recbole_mm.config import Config
+from recbole_mm.data.ml100k_mm_domains import copy_slice
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.trainer import AtomicCheckpointMixin
+from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -51,3 +53,65 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trainer, monkeypatch):
         trainer._save_checkpoint(1)
     assert open(trainer.saved_model_file, "rb").read() == before
     assert os.listdir(os.path.dirname(trainer.saved_model_file)) == [os.path.basename(trainer.saved_model_file)]
+
+
+@pytest.fixture(scope="module")
+def ml100k_slice(ml100k_root, tmp_path_factory):
+    """A data_path with the first 120 users of ml-100k_mm, 12 training rows each (a few batches per epoch)."""
+    root = tmp_path_factory.mktemp("slice")
+    copy_slice(str(ml100k_root), str(root), "ml-100k_mm", 120, 12)
+    return root
+
+
+def sasrec_run(data_path, tmp_path, trainer_class):
+    """A tiny SASRec on ``data_path``'s ml-100k_mm and ``trainer_class`` over it, every draw seeded alike."""
+    config = Config(
+        model="SASRec",
+        dataset="ml-100k_mm",
+        config_dict={
+            "data_path": str(data_path),
+            "checkpoint_dir": str(tmp_path),
+            "n_layers": 1,
+            "hidden_size": 8,
+            "inner_size": 8,
+            "train_batch_size": 256,
+            "seed": 7,
+        },
+    )
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], True)
+    model = get_model("SASRec")(config, train_data._dataset)
+    return trainer_class(config, model), train_data
+
+
+@pytest.mark.parametrize("parts", [1, 2])  # one loss, or a tuple of two
+def test_device_loss_epoch_equals_recbole_epoch(ml100k_slice, tmp_path, parts):
+    def loss_func(model):
+        if parts == 1:
+            return model.calculate_loss
+        return lambda interaction: (0.25 * model.calculate_loss(interaction), 0.75 * model.calculate_loss(interaction))
+
+    results = []
+    for trainer_class in (Trainer, type("DeviceLossTrainer", (DeviceLossMixin, Trainer), {})):
+        trainer, train_data = sasrec_run(ml100k_slice, tmp_path / trainer_class.__name__, trainer_class)
+        init_seed(7, True)
+        total = trainer._train_epoch(train_data, 0, loss_func=loss_func(trainer.model))
+        results.append((total, trainer.model.state_dict()))
+    (recbole_total, recbole_state), (ours_total, ours_state) = results
+    assert type(ours_total) is type(recbole_total) and ours_total == pytest.approx(recbole_total, rel=1e-12, abs=0)
+    assert recbole_state.keys() == ours_state.keys()
+    assert all(torch.equal(recbole_state[k], ours_state[k]) for k in recbole_state)  # the same steps, bit for bit
+
+
+def test_device_loss_epoch_names_the_first_nan_step(ml100k_slice, tmp_path):
+    trainer, train_data = sasrec_run(ml100k_slice, tmp_path, type("T", (DeviceLossMixin, Trainer), {}))
+    steps = []
+
+    def loss_func(interaction):
+        steps.append(len(steps))
+        loss = trainer.model.calculate_loss(interaction)
+        return loss * float("nan") if len(steps) - 1 in (2, 4) else loss
+
+    with pytest.raises(ValueError, match=r"Training loss is nan \(epoch 3, first at step 2\)"):
+        trainer._train_epoch(train_data, 3, loss_func=loss_func)
+    assert len(steps) == len(train_data) > 4  # read once, at the end of the epoch

@@ -309,6 +309,25 @@ def test_fusion_and_id_mix_by_hand(tmp_path, stage):
     assert (model.item_embedding is None) == (stage == "inductive_ft")
 
 
+
+@pytest.mark.parametrize("fusion", ["dynamic_shared", "dynamic_instance"])
+def test_all_item_scores_from_row_slices_equal_the_lookup_with_gradients(tmp_path, fusion):
+    _, model, train_data, _, _ = build(tmp_path, item_chunk_size=7, item_mm_fusion=fusion)  # 4 chunks of items
+    model = model.double().eval()  # float64: PAD's zero features make the adaptor gradient ill-conditioned
+    batch = first_batch(train_data)
+    seq_output = model(batch["item_id_list"], batch["item_length"])[0].detach()
+    weights = torch.randn(len(seq_output), model.n_items, dtype=torch.float64)
+    params = [model.item_embedding.weight, model.text_adaptor.weight, model.fusion_factor]
+    by_rows = model.item_logits(seq_output)  # slices of the ID embedding's rows
+    by_lookup = model._fused_logits(seq_output, torch.arange(model.n_items)) / model.temperature
+    torch.testing.assert_close(by_rows, by_lookup, rtol=1e-12, atol=1e-12)
+    rows_grads = torch.autograd.grad((by_rows * weights).sum(), params)
+    lookup_grads = torch.autograd.grad((by_lookup * weights).sum(), params)
+    for got, expected in zip(rows_grads, lookup_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert torch.all(rows_grads[0][0] == 0) and rows_grads[0][1:].abs().sum() > 0  # PAD's row: padding_idx
+
+
 def test_static_fusion_is_mean(tmp_path):
     _, model, _, _, _ = build(tmp_path, train_stage="inductive_ft", item_mm_fusion="static")
     s = F.normalize(torch.randn(2, 16), dim=-1)

@@ -21,10 +21,12 @@ Departures from the reference code (each keeps the reported numbers' computation
   ``O(T^2)`` arithmetic (blocked, so not ``O(T^2)`` memory), fine downstream, not at pre-training size.
 * Interest deduplication is vectorised (sort, drop repeats, compact); same output as the reference's
   per-sequence ``torch.unique``: sorted ids, 0 first when present, right-padded with 0.
-* Full ranking scores the catalogue in chunks of ``item_chunk_size`` items.
+* Full ranking scores the catalogue in chunks of ``item_chunk_size`` items. The chunks' ID embeddings and the
+  position embedding are read as slices of their weights (same values and gradients, PAD's row frozen): an
+  embedding lookup's backward on CUDA reads a count back to the host.
 * Feature tables are buffers of an :class:`~recbole_mm.model.layers.ItemFeatureBank` (not saved in
   checkpoints, rebuilt from the dataset); interest tables are persistent buffers (saved).
-* Pre-training does the augmentation on the model device. Item drop compacts the kept items without the
+* Pre-training does the augmentation on the model device (the per-batch coin on the CPU generator). Item drop compacts the kept items without the
   UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
   sequence, where the reference re-uses the original sequence's image features and interests.
 * Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
@@ -375,8 +377,8 @@ class MISSRec(SequentialRecommender):
         Returns:
             ``(tokens, key_pad)``: ``[B, L or M*L, hidden]`` and bool ``[B, L or M*L]``.
         """
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        position = self.position_embedding(position_ids).unsqueeze(0)  # [1, L, hidden]
+        # rows 0..L-1 as a slice: an embedding lookup's backward on CUDA reads a count back to the host
+        position = self.position_embedding.weight[: item_seq.size(1)].unsqueeze(0)  # [1, L, hidden]
         pad = item_seq == 0
         adapted = []
         for modality in self.modalities:
@@ -403,7 +405,9 @@ class MISSRec(SequentialRecommender):
         r"""Fused cosine logits (before 1/tau) of sequences ``[B, hidden]``.
 
         Args:
-            item_ids: candidates, ``[C]`` (result ``[B, C]``) or, with ``pairwise``, ``[B]`` (result ``[B]``).
+            item_ids: candidates, ``[C]`` or a ``slice`` of item ids (result ``[B, C]``) or, with ``pairwise``,
+                ``[B]`` (result ``[B]``). A slice reads the ID embedding rows without a lookup, whose backward on
+                CUDA would read a count back to the host.
         """
 
         def cosine(item_emb):
@@ -413,7 +417,7 @@ class MISSRec(SequentialRecommender):
         if len(self.modalities) == 1:
             item = self.adaptor(self.modalities[0])(self.features(self.modalities[0], item_ids))
             if self.use_id:
-                item = item + self.item_embedding(item_ids)
+                item = item + self._id_rows(item_ids)
             return cosine(item)
         logits = torch.stack([cosine(self.adaptor(m)(self.features(m, item_ids))) for m in self.modalities], dim=-1)
         if self.item_mm_fusion == "static":
@@ -423,15 +427,23 @@ class MISSRec(SequentialRecommender):
             weights = torch.softmax(alpha.unsqueeze(-1) * logits, dim=-1)
             fused = (weights * logits).sum(dim=-1)
         if self.use_id:
-            fused = (cosine(self.item_embedding(item_ids)) + 2 * fused) / 3
+            fused = (cosine(self._id_rows(item_ids)) + 2 * fused) / 3
         return fused
+
+    def _id_rows(self, item_ids):
+        """ID embeddings of a tensor of item ids or of a ``slice`` of them (the weight's rows, no lookup; PAD's row
+        gets no gradient, as through the lookup's ``padding_idx``)."""
+        if not isinstance(item_ids, slice):
+            return self.item_embedding(item_ids)
+        rows = self.item_embedding.weight[item_ids]
+        return torch.cat([rows[:1].detach(), rows[1:]]) if item_ids.start == 0 else rows
 
     def item_logits(self, seq_output, item_ids=None):
         r"""``[B, C]`` logits / temperature; all items (PAD included) in chunks when ``item_ids`` is None."""
         if item_ids is not None:
             return self._fused_logits(seq_output, item_ids) / self.temperature
-        all_items = torch.arange(self.n_items, device=seq_output.device)
-        chunks = [self._fused_logits(seq_output, ids) for ids in all_items.split(self.item_chunk_size)]
+        starts = range(0, self.n_items, self.item_chunk_size)
+        chunks = [self._fused_logits(seq_output, slice(i, min(i + self.item_chunk_size, self.n_items))) for i in starts]
         return torch.cat(chunks, dim=1) / self.temperature
 
     # ------------------------------------------------------------------ losses and prediction
@@ -466,7 +478,7 @@ class MISSRec(SequentialRecommender):
             ``(item_seq [B, L], item_seq_len [B], text_aug_mask [B, L] bool or None)``.
         """
         device = item_seq.device
-        if torch.rand(1, device=device).item() < self.item_drop_coefficient:
+        if float(torch.rand(())) < self.item_drop_coefficient:  # the coin on the CPU generator: no device sync
             position = torch.arange(item_seq.size(1), device=device).unsqueeze(0)
             keep = torch.rand(item_seq.shape, device=device) >= self.item_drop_ratio
             keep = (keep | (position == 0)) & (item_seq != 0)
