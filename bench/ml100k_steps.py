@@ -8,7 +8,7 @@ import torch
 
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import get_model
+from recbole_mm.utils import get_model, gpu_id_for
 
 
 def ml100k_mm_model(model_name: str, device: str, **settings):
@@ -18,12 +18,11 @@ def ml100k_mm_model(model_name: str, device: str, **settings):
     Args:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
     """
-    gpu_id = "" if device == "cpu" else (device.split(":") + ["0"])[1]
     config = Config(
         model=model_name,
         dataset="ml-100k_mm",
         config_file_list=["results/ml-100k_mm.yaml"],
-        config_dict={"gpu_id": gpu_id, "data_path": "dataset/", "show_progress": False, **settings},
+        config_dict={"gpu_id": gpu_id_for(device), "data_path": "dataset/", "show_progress": False, **settings},
     )
     ensure_dataset(config)
     train_data, _, _ = data_preparation(config, create_dataset(config))

@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import importlib.util
 import pkgutil
+import re
 
 import torch
 from recbole.utils import get_model as recbole_get_model
@@ -137,3 +138,18 @@ def compile_training_loss(model: torch.nn.Module, mode) -> None:
     if mode not in COMPILE_MODES:
         raise ConfigError(f"config key 'compile_mode': expected None or one of {', '.join(COMPILE_MODES)}, found {mode!r}")
     model.calculate_loss = torch.compile(model.calculate_loss, mode=mode)
+
+
+def gpu_id_for(device: str) -> str:
+    """RecBole's ``gpu_id`` for a torch device name: ``'cpu'`` -> ``''`` (no GPU), ``'cuda'`` -> ``'0'``,
+    ``'cuda:N'`` -> ``'N'``.
+
+    Raises:
+        ConfigError: any other name.
+    """
+    if device == "cpu":
+        return ""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise ConfigError(f"device: expected 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+    return match.group(1) or "0"

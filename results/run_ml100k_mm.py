@@ -65,16 +65,6 @@ ABLATIONS = {
 ROWS.update(ABLATIONS)
 
 
-def gpu_id(device: str) -> str:
-    """RecBole's ``gpu_id`` for a torch device name: ``cpu`` -> '' (no GPU), ``cuda`` / ``cuda:N``."""
-    if device == "cpu":
-        return ""
-    match = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if not match:
-        raise SystemExit(f"--device: expected cpu, cuda or cuda:N, found {device!r}")
-    return match.group(1) or "0"
-
-
 def command(model: str, dataset: str, config_files: List[str], settings: Dict) -> List[str]:
     args = [sys.executable, "run_recbole_mm.py", f"--model={model}", f"--dataset={dataset}"]
     args.append(f"--config_files={' '.join(config_files)}")
@@ -191,7 +181,14 @@ def main(argv=None) -> int:
     data_path = os.path.join(ROOT, "dataset")
     ml100k_mm.ensure_built(data_path)
     ml100k_mm_domains.ensure_built(data_path)
-    common = {"gpu_id": gpu_id(args.device), "data_path": "dataset/"}  # over props/pretrain.yaml's
+    from recbole_mm.errors import ConfigError
+    from recbole_mm.utils import gpu_id_for
+
+    try:
+        gpu_id = gpu_id_for(args.device)
+    except ConfigError as error:
+        raise SystemExit(f"--{error}")  # "--device: expected ..."
+    common = {"gpu_id": gpu_id, "data_path": "dataset/"}  # over props/pretrain.yaml's
     checkpoint_dir = "saved"  # relative to the repository root, where the commands run
     seeds, epochs, pretrain_epochs = args.seeds, args.epochs, args.pretrain_epochs
     if args.smoke:

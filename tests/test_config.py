@@ -84,6 +84,17 @@ def test_compile_mode_is_checked():
     assert Config(model="SASRec", dataset="ml-100k_mm")["compile_mode"] is None
 
 
+
+def test_gpu_id_for_a_device_name():
+    from recbole_mm.errors import ConfigError
+    from recbole_mm.utils import gpu_id_for
+
+    assert [gpu_id_for(d) for d in ("cpu", "cuda", "cuda:3")] == ["", "0", "3"]
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU"):
+        with pytest.raises(ConfigError, match=f"device: expected 'cpu', 'cuda' or 'cuda:N', found '{bad}'"):
+            gpu_id_for(bad)
+
+
 def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
     config = Config(model="SASRec", dataset="ml-100k_mm")
     assert "mm_features" in config.parameters["Dataset"] and "benchmark_filename" in config.parameters["Dataset"]
