@@ -5,6 +5,7 @@ has its own pipeline built from RecBole's parts (Config, datasets, dataloaders, 
 """
 
 import logging
+import os
 import sys
 from logging import getLogger
 from typing import Callable, Optional
@@ -77,6 +78,8 @@ def run_recbole_mm(
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ensure_dataset(config)  # a missing dataset fails here, before any logging
     init_seed(config["seed"], config["reproducibility"])
+    # RecBole's init_logger checks, then creates ./log/<model>: processes started together (torchrun) race there
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     init_logger(config)
     logger = getLogger()
     logger.info(sys.argv)

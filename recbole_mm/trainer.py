@@ -17,7 +17,15 @@ from tqdm import tqdm
 
 class AtomicCheckpointMixin:
     """Write checkpoints to a temporary file beside the target, then rename: an interrupted save never
-    leaves a truncated checkpoint under the final name (RecBole's ``Trainer`` writes in place)."""
+    leaves a truncated checkpoint under the final name (RecBole's ``Trainer`` writes in place).
+
+    The checkpoint folder is created before RecBole's ``Trainer.__init__`` looks for it: RecBole checks, then
+    creates, and of several processes started together (torchrun) all but the first fail between the two steps.
+    """
+
+    def __init__(self, config, model):
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
+        super().__init__(config, model)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         target = kwargs.pop("saved_model_file", self.saved_model_file)

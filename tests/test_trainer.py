@@ -115,3 +115,23 @@ def test_device_loss_epoch_names_the_first_nan_step(ml100k_slice, tmp_path):
     with pytest.raises(ValueError, match=r"Training loss is nan \(epoch 3, first at step 2\)"):
         trainer._train_epoch(train_data, 3, loss_func=loss_func)
     assert len(steps) == len(train_data) > 4  # read once, at the end of the epoch
+
+
+def test_checkpoint_folder_exists_before_recbole_checks_it(ml100k_slice, tmp_path, monkeypatch):
+    """Processes started together (torchrun) all create the checkpoint folder. RecBole checks, then calls
+    ``os.makedirs`` without ``exist_ok``, which fails where another process created the folder in between: that
+    call must never be reached. Here every such call behaves as if another process had just won the race."""
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, *args, exist_ok=False, **kwargs):
+        real_makedirs(path, *args, exist_ok=True, **kwargs)
+        if not exist_ok:
+            raise FileExistsError(f"[Errno 17] File exists: {path!r} (created by another process meanwhile)")
+
+    def construct(config, model):
+        monkeypatch.setattr(os, "makedirs", racing_makedirs)
+        return get_trainer(ModelType.SEQUENTIAL, "SASRec")(config, model)
+
+    checkpoint_dir = tmp_path / "new" / "saved"
+    trainer, _ = sasrec_run(ml100k_slice, checkpoint_dir, construct)
+    assert trainer.checkpoint_dir == str(checkpoint_dir) and checkpoint_dir.is_dir()
