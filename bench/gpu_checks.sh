@@ -1,14 +1,14 @@
 #!/bin/bash
 # Every check that needs the GPU machine (about 16 minutes on an H100: two device calls, by parts): the `gpu` tests, the
 # k-means regimes, the MISSRec benchmark, the encoding throughput, the anomaly-mode steps and the step's host cost. Results go to $OUT (or
-# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans missrec encode anomaly overhead,
+# ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans dpc missrec encode anomaly overhead,
 # and results (not in the default set). `results` starts results/run_ml100k_mm.py detached, so that it runs on between
 # calls while the machine stays warm (call again within its 30 s idle time), and waits up to RESULTS_WAIT seconds
 # (540) for it; a later `results` call waits on the same runner. Records go to saved/runs (and back in $OUT/runs.tar):
 # unpack them into results/runs/ here so that a fresh machine skips the finished runs. Pre-training checkpoints are too
 # large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
 # pre-training. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
-# (results runs first); leave the timed parts (kmeans missrec encode anomaly overhead) for a machine without it.
+# (results runs first); leave the timed parts (kmeans dpc missrec encode anomaly overhead) for a machine without it.
 # The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
 # MiniLM package).
 #
@@ -34,7 +34,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   $(ls .whl/*.whl | grep -v faiss) || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
-PARTS=" ${*:-tests kmeans missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
+PARTS=" ${*:-tests kmeans dpc missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
 part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
   mkdir -p saved/runs; cp -n results/runs/*.json saved/runs/ 2>/dev/null  # records made here or in earlier sessions
   pgrep -f results/run_ml100k_mm.py > /dev/null || setsid nohup python3 results/run_ml100k_mm.py --device cuda \
@@ -45,6 +45,7 @@ part results && {  # detached (setsid): the runner outlives this call while the 
 }
 part tests && { timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
 part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
+part dpc && timeout 90 python3 bench/dpc_knn.py --tokens 51972 --device cuda > "$OUT/dpc_knn.txt" 2>&1
 part missrec && timeout 360 python3 bench/missrec.py --device cuda --reps 1 --data /tmp/bench_data > "$OUT/missrec.txt" 2>&1
 part encode && {
   timeout 50 python3 bench/encode.py images --images 12000 --jpeg-draft --encoder random-vit-b32 --device cuda --batch-size 512 > "$OUT/encode.txt" 2>&1
