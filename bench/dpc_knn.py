@@ -23,7 +23,8 @@ def blobs(n_points: int, device: torch.device) -> torch.Tensor:
     """``[n, 300]`` points around ``n / 20`` Gaussian centres (seeded)."""
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(max(n_points // 20, 1), DIM, generator=gen) * 3
-    points = centres[torch.randint(len(centres), (n_points,), generator=gen)] + torch.randn(n_points, DIM, generator=gen)
+    members = torch.randint(len(centres), (n_points,), generator=gen)
+    points = centres[members] + torch.randn(n_points, DIM, generator=gen)
     return points.to(device)
 
 

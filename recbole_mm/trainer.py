@@ -20,7 +20,7 @@ class AtomicCheckpointMixin:
     leaves a truncated checkpoint under the final name (RecBole's ``Trainer`` writes in place).
 
     The checkpoint folder is created before RecBole's ``Trainer.__init__`` looks for it: RecBole checks, then
-    creates, and of several processes started together (torchrun) all but the first fail between the two steps.
+    creates, and of several processes started together (torchrun) one that checks before another creates fails.
     """
 
     def __init__(self, config, model):
@@ -67,7 +67,8 @@ class DeviceLossMixin:
         loss_func = loss_func or self.model.calculate_loss
         batches = train_data
         if show_progress:
-            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            desc = set_color(f"Train {epoch_idx:>5}", "pink")
+            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=desc)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
         total, first_nan = None, torch.full((), -1, dtype=torch.long, device=self.device)
         for step, interaction in enumerate(batches):

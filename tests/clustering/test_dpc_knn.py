@@ -16,7 +16,8 @@ def simulate_dpc_knn(x, k, local_size):
     n, d = x.shape
     dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) / math.sqrt(d)
     density = np.exp(-(np.sort(dist, axis=1)[:, :local_size] ** 2).mean(1))
-    delta = np.array([dist[i, density > density[i]].min() if (density > density[i]).any() else dist.max() for i in range(n)])
+    higher = density[None, :] > density[:, None]  # [i, j]: j denser than i
+    delta = np.array([dist[i, higher[i]].min() if higher[i].any() else dist.max() for i in range(n)])
     centres = np.argsort(-(density * delta), kind="stable")[:k]
     labels = dist[centres].argmin(0)
     labels[centres] = np.arange(k)
@@ -34,7 +35,8 @@ def test_hand_worked_two_groups_on_a_line():
     assert res.labels.tolist() == [1, 1, 1, 0, 0, 0]
     expected = torch.tensor([[15.25 / 3.0001], [0.4 / 3.0001]], dtype=torch.float64)
     torch.testing.assert_close(res.centroids, expected, rtol=0, atol=1e-12)
-    inertia = sum((v - 15.25 / 3.0001) ** 2 for v in (5.0, 5.05, 5.2)) + sum((v - 0.4 / 3.0001) ** 2 for v in (0, 0.1, 0.3))
+    right, left = 15.25 / 3.0001, 0.4 / 3.0001
+    inertia = sum((v - right) ** 2 for v in (5.0, 5.05, 5.2)) + sum((v - left) ** 2 for v in (0, 0.1, 0.3))
     assert res.inertia == pytest.approx(inertia, rel=1e-12)
     assert res.n_iter == 1
 

@@ -229,9 +229,8 @@ def contextual_by_hand(model, seq, seq_len, all_absent=False):
     interest_ids = model.interest_ids(seq, model.interest_width)
     mem_pad = interest_ids == 0
     memory = model.trm_model.encoder(model.interest_embeddings[interest_ids], src_key_padding_mask=mem_pad)
-    out = model.trm_model.decoder(
-        model.LayerNorm(torch.cat([text, image], dim=1)), memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=mem_pad
-    )
+    tokens = model.LayerNorm(torch.cat([text, image], dim=1))
+    out = model.trm_model.decoder(tokens, memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=mem_pad)
     return F.normalize(out[torch.arange(len(seq)), seq_len - 1], dim=-1), key_pad
 
 

@@ -26,8 +26,8 @@ Departures from the reference code (each keeps the reported numbers' computation
   embedding lookup's backward on CUDA reads a count back to the host.
 * Feature tables are buffers of an :class:`~recbole_mm.model.layers.ItemFeatureBank` (not saved in
   checkpoints, rebuilt from the dataset); interest tables are persistent buffers (saved).
-* Pre-training does the augmentation on the model device (the per-batch coin on the CPU generator). Item drop compacts the kept items without the
-  UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
+* Pre-training does the augmentation on the model device (the per-batch coin on the CPU generator). Item drop
+  compacts the kept items without the UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
   sequence, where the reference re-uses the original sequence's image features and interests.
 * Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
   fine-tuning is single-GPU), clusters once on rank 0, then broadcasts, and scales each rank's loss terms so
@@ -363,7 +363,9 @@ class MISSRec(SequentialRecommender):
 
         tokens, key_pad = self.decoder_tokens(item_seq, text_aug_mask)
         tokens = self.dropout(self.LayerNorm(tokens))
-        output = self.trm_model.decoder(tokens, memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=memory_pad)
+        output = self.trm_model.decoder(
+            tokens, memory, tgt_key_padding_mask=key_pad, memory_key_padding_mask=memory_pad
+        )
         seq_output = self.gather_indexes(output, item_seq_len - 1)  # contextual: the first modality's token
         return F.normalize(seq_output, dim=-1), memory, memory_pad
 
