@@ -76,3 +76,14 @@ def test_bad_input_is_named():
         dpc_knn(x, 11, local_size=3)
     with pytest.raises(ClusteringError, match="NaN or inf"):
         dpc_knn(torch.full((4, 2), float("nan")), 2, local_size=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_equals_cpu_in_float64_with_blocks():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2000, 16, generator=gen, dtype=torch.float64) + torch.randint(0, 8, (2000, 1), generator=gen) * 3
+    cpu = dpc_knn(x, 40, local_size=100)
+    gpu = dpc_knn(x, 40, local_size=100, device="cuda", memory_budget_bytes=2**20)  # CPU data, CUDA compute, blocks
+    assert gpu.labels.is_cuda and torch.equal(cpu.labels, gpu.labels.cpu())
+    torch.testing.assert_close(cpu.centroids, gpu.centroids.cpu(), rtol=1e-10, atol=1e-10)
