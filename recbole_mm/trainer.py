@@ -1,7 +1,8 @@
 """Trainers of recbole_mm models: ``<Model>Trainer`` classes, found by :func:`recbole_mm.utils.get_trainer`.
 
 Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer`` for most), with
-:class:`AtomicCheckpointMixin` in front so that every checkpoint a recbole_mm run writes is atomic.
+:class:`AtomicCheckpointMixin` in front so that every checkpoint a recbole_mm run writes is atomic, and
+:class:`DeviceLossMixin` where RecBole's epoch loop is used unchanged (:func:`for_recbole_mm`).
 """
 
 import os
@@ -39,14 +40,6 @@ class AtomicCheckpointMixin:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-
-
-def with_atomic_checkpoints(trainer_class):
-    """``trainer_class`` with :class:`AtomicCheckpointMixin` in front (RecBole ``Trainer`` subclasses only;
-    others are returned unchanged)."""
-    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, AtomicCheckpointMixin):
-        return trainer_class
-    return type(trainer_class.__name__, (AtomicCheckpointMixin, trainer_class), {"__module__": __name__})
 
 
 class DeviceLossMixin:
@@ -94,6 +87,18 @@ class DeviceLossMixin:
             raise ValueError(f"Training loss is nan (epoch {epoch_idx}, first at step {int(first_nan)})")
         sums = total.tolist()
         return tuple(sums) if isinstance(losses, tuple) else sums[0]
+
+
+def for_recbole_mm(trainer_class):
+    """A RecBole trainer as recbole_mm runs it: :class:`AtomicCheckpointMixin` in front, and
+    :class:`DeviceLossMixin` too where the class trains with RecBole's own epoch loop unchanged (a trainer that
+    overrides ``_train_epoch`` keeps its own). Classes outside RecBole's ``Trainer`` family are returned unchanged."""
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, AtomicCheckpointMixin):
+        return trainer_class
+    mixins = (AtomicCheckpointMixin,)
+    if trainer_class._train_epoch is Trainer._train_epoch:
+        mixins += (DeviceLossMixin,)
+    return type(trainer_class.__name__, mixins + (trainer_class,), {"__module__": __name__})
 
 
 class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):

@@ -83,13 +83,14 @@ def _find_model(model_name: str):
 
 
 def get_trainer(model_type, model_name: str):
-    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice; RecBole's
-    ``Trainer`` family gets atomic checkpoint writes (:class:`recbole_mm.trainer.AtomicCheckpointMixin`)."""
+    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice as recbole_mm runs
+    it (:func:`recbole_mm.trainer.for_recbole_mm`: atomic checkpoint writes, and no host sync per step where
+    RecBole's own epoch loop is used)."""
     trainer_module = importlib.import_module("recbole_mm.trainer")
     own = getattr(trainer_module, model_name + "Trainer", None)
     if own is not None:
         return own
-    return trainer_module.with_atomic_checkpoints(recbole_get_trainer(model_type, model_name))
+    return trainer_module.for_recbole_mm(recbole_get_trainer(model_type, model_name))
 
 
 def is_recbole_mm_model(model_class) -> bool:

@@ -5,13 +5,13 @@ import os
 
 import pytest
 import torch
-from recbole.trainer import Trainer
+from recbole.trainer import KGTrainer, Trainer
 from recbole.utils import ModelType, init_seed
 
 from recbole_mm.config import Config
 from recbole_mm.data.ml100k_mm_domains import copy_slice
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin
+from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin, for_recbole_mm
 from recbole_mm.utils import get_model, get_trainer
 
 
@@ -28,9 +28,13 @@ def trainer(ml100k_root, tmp_path):
     return trainer
 
 
-def test_recbole_trainers_get_the_mixin():
+def test_recbole_trainers_get_the_mixins():
     cls = get_trainer(ModelType.SEQUENTIAL, "SASRec")
     assert issubclass(cls, Trainer) and issubclass(cls, AtomicCheckpointMixin) and cls.__name__ == "Trainer"
+    assert cls._train_epoch is DeviceLossMixin._train_epoch  # RecBole's loop, without a sync per step
+    own_loop = for_recbole_mm(KGTrainer)  # overrides _train_epoch: keeps it, gets atomic checkpoints only
+    assert issubclass(own_loop, AtomicCheckpointMixin) and not issubclass(own_loop, DeviceLossMixin)
+    assert own_loop._train_epoch is KGTrainer._train_epoch
 
 
 def test_checkpoint_written_whole_and_reloadable(trainer):

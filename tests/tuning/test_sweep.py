@@ -114,7 +114,8 @@ def test_hyperopt_tool_runs_the_same_space(ray_sweep, cycle_data, lr_space, tmp_
 
 
 def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
-    """A diverging trial (RecBole raises on a NaN loss) becomes an error record; nothing is raised."""
+    """A diverging trial (the trainer raises on a NaN loss, naming the first NaN step) becomes an error record;
+    nothing is raised."""
     from recbole_mm.tuning.space import parse_hyper_lines
     from recbole_mm.tuning.sweep import prepare_setup
     from recbole_mm.tuning.trial import local_trial
@@ -124,7 +125,7 @@ def test_nan_loss_trial_is_recorded(cycle_data, tmp_path):
     setup = prepare_setup("SASRec", dataset, [str(config_file)], {"data_path": str(root)}, space, str(tmp_path))
     record = local_trial(setup, {"learning_rate": 1e30}, "nan_trial")
     assert record.status == ERROR
-    assert record.error == "ValueError: Training loss is nan"
+    assert record.error == "ValueError: Training loss is nan (epoch 0, first at step 1)"  # step 0's update diverged
     assert record.test_result == {}
 
 
