@@ -281,6 +281,32 @@ def test_contextual_fusion_trains(tmp_path):
     assert best["ndcg@10"] > untrained, (best, untrained)
 
 
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_inductive_training_step_reads_nothing_back_on_cuda(tmp_path):
+    """A features-only fine-tuning step (forward, backward, Adam) queues its work without one host sync: the
+    interest width is fixed, the position embedding and the all-item rows are slices (no lookup backward)."""
+    _, model, train_data, _, _ = build(tmp_path, train_stage="inductive_ft")
+    model = model.cuda()
+    model.discover_interests(0)  # k-means reads back to the host; it runs once per epoch, not per step
+    batch = first_batch(train_data).to("cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+
+    step()  # first use: library handles, allocator
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("stage", ["transductive_ft", "inductive_ft"])
 def test_fusion_and_id_mix_by_hand(tmp_path, stage):
     _, model, _, _, _ = build(tmp_path, train_stage=stage)
