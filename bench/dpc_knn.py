@@ -10,9 +10,9 @@ MISSRec's fine-tuning sizes them. Prints seconds and the inertia of each result 
 
 import argparse
 import math
-import time
 
 import torch
+from ml100k_steps import mean_ms
 
 from recbole_mm.clustering import dpc_knn, kmeans, kmeans_reference
 
@@ -29,13 +29,10 @@ def blobs(n_points: int, device: torch.device) -> torch.Tensor:
 
 
 def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return result, time.perf_counter() - start
+    """``(fn's result, seconds)`` of one call, timed by :func:`ml100k_steps.mean_ms` (which waits for the GPU)."""
+    results = []
+    milliseconds = mean_ms(lambda: results.append(fn()), device)
+    return results[0], milliseconds / 1000
 
 
 def main():

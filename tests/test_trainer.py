@@ -15,17 +15,38 @@ from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin, for_recbo
 from recbole_mm.utils import get_model, get_trainer
 
 
-@pytest.fixture
-def trainer(ml100k_root, tmp_path):
+@pytest.fixture(scope="module")
+def ml100k_slice(ml100k_root, tmp_path_factory):
+    """A data_path with the first 120 users of ml-100k_mm, 12 training rows each (a few batches per epoch)."""
+    root = tmp_path_factory.mktemp("slice")
+    copy_slice(str(ml100k_root), str(root), "ml-100k_mm", 120, 12)
+    return root
+
+
+def sasrec_run(data_path, tmp_path, trainer_class):
+    """A tiny SASRec on ``data_path``'s ml-100k_mm and ``trainer_class`` over it, every draw seeded alike."""
     config = Config(
         model="SASRec",
         dataset="ml-100k_mm",
-        config_dict={"data_path": str(ml100k_root), "checkpoint_dir": str(tmp_path), "n_layers": 1, "hidden_size": 8},
+        config_dict={
+            "data_path": str(data_path),
+            "checkpoint_dir": str(tmp_path),
+            "n_layers": 1,
+            "hidden_size": 8,
+            "inner_size": 8,
+            "train_batch_size": 256,
+            "seed": 7,
+        },
     )
     train_data, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], True)
     model = get_model("SASRec")(config, train_data._dataset)
-    trainer = get_trainer(ModelType.SEQUENTIAL, "SASRec")(config, model)
-    return trainer
+    return trainer_class(config, model), train_data
+
+
+@pytest.fixture
+def trainer(ml100k_slice, tmp_path):
+    return sasrec_run(ml100k_slice, tmp_path, get_trainer(ModelType.SEQUENTIAL, "SASRec"))[0]
 
 
 def test_recbole_trainers_get_the_mixins():
@@ -57,35 +78,6 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trainer, monkeypatch):
         trainer._save_checkpoint(1)
     assert open(trainer.saved_model_file, "rb").read() == before
     assert os.listdir(os.path.dirname(trainer.saved_model_file)) == [os.path.basename(trainer.saved_model_file)]
-
-
-@pytest.fixture(scope="module")
-def ml100k_slice(ml100k_root, tmp_path_factory):
-    """A data_path with the first 120 users of ml-100k_mm, 12 training rows each (a few batches per epoch)."""
-    root = tmp_path_factory.mktemp("slice")
-    copy_slice(str(ml100k_root), str(root), "ml-100k_mm", 120, 12)
-    return root
-
-
-def sasrec_run(data_path, tmp_path, trainer_class):
-    """A tiny SASRec on ``data_path``'s ml-100k_mm and ``trainer_class`` over it, every draw seeded alike."""
-    config = Config(
-        model="SASRec",
-        dataset="ml-100k_mm",
-        config_dict={
-            "data_path": str(data_path),
-            "checkpoint_dir": str(tmp_path),
-            "n_layers": 1,
-            "hidden_size": 8,
-            "inner_size": 8,
-            "train_batch_size": 256,
-            "seed": 7,
-        },
-    )
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], True)
-    model = get_model("SASRec")(config, train_data._dataset)
-    return trainer_class(config, model), train_data
 
 
 @pytest.mark.parametrize("parts", [1, 2])  # one loss, or a tuple of two
