@@ -9,7 +9,7 @@
 # large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
 # pre-training. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
 # (results runs first); leave the timed parts (kmeans dpc missrec encode anomaly overhead) for a machine without it.
-# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A) built here (the GPU machine has no MiniLM
+# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A, _B) built here (the GPU machine has no MiniLM
 # package): --pack puts them into .whl/datasets.tgz (8 MB instead of 31), unpacked there when dataset/ lacks them.
 #
 # Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
@@ -31,10 +31,12 @@ for name in os.listdir(src):
 print('tokenizer and config (no weights) in', dst)"
 fi
 if [ "${1:-}" = "--pack" ]; then  # runs here
-  tar czf .whl/datasets.tgz dataset/ml-100k_mm dataset/ml-100k_mm_A && exec du -sh .whl
+  tar czf .whl/datasets.tgz dataset/ml-100k_mm dataset/ml-100k_mm_A dataset/ml-100k_mm_B && exec du -sh .whl
 fi
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-[ -d dataset/ml-100k_mm ] || [ ! -f .whl/datasets.tgz ] || tar xzf .whl/datasets.tgz
+for d in ml-100k_mm ml-100k_mm_A ml-100k_mm_B; do  # all three, or the runner rebuilds A and B (needs MiniLM)
+  [ -d dataset/$d ] || [ ! -f .whl/datasets.tgz ] || { tar xzf .whl/datasets.tgz; break; }
+done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
   $(ls .whl/*.whl | grep -v faiss) || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
