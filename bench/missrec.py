@@ -173,10 +173,14 @@ def bench_finetune_epoch(args):
             epoch[0] += 1
 
         first = label == next(iter(VARIANTS))  # later settings run on a warm model (kernels built, memory pooled)
-        if compile_mode:
-            compiling_s = timed(train, device, warmup=False)
-        train_s = timed(train, device, reps=args.reps, warmup=first)
-        valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps, warmup=first)
+        try:
+            if compile_mode:
+                compiling_s = timed(train, device, warmup=False)
+            train_s = timed(train, device, reps=args.reps, warmup=first)
+            valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps, warmup=first)
+        except Exception as error:  # one failing setting (a compiler error) leaves the other rows measured
+            print(f"   {label:<34} failed: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:120]}")
+            continue
         total = train_s + valid_s
         print(
             f"   {label:<34}{train_s:>18.3f} s{valid_s:>10.3f} s{total:>8.3f} s{total / 10:>10.2f}x  {peak_memory(device)}"

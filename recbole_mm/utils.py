@@ -129,7 +129,9 @@ def compile_training_loss(model: torch.nn.Module, mode) -> None:
     """``torch.compile`` the model's ``calculate_loss`` (its forward and backward) in place (config key
     ``compile_mode``; None leaves it eager). The parameters and ``state_dict`` are the model's own, so
     checkpoints do not change. Compilation happens at the first training step; a new batch size (the last
-    batch) or a new mode of the model compiles once more. ``reduce-overhead`` replays CUDA graphs.
+    batch) or a new mode of the model compiles once more, a static graph again (``dynamic=False``: torch 2.11's
+    inductor failed on the dynamic-shape recompile of MISSRec's backward on the GPU machine, with the assertion
+    of pytorch issue 191603; CUDA graphs want static shapes too). ``reduce-overhead`` replays CUDA graphs.
 
     Raises:
         ConfigError: ``mode`` is not None nor one of :data:`COMPILE_MODES`.
@@ -138,7 +140,7 @@ def compile_training_loss(model: torch.nn.Module, mode) -> None:
         return
     if mode not in COMPILE_MODES:
         raise ConfigError(f"config key 'compile_mode': expected None or one of {', '.join(COMPILE_MODES)}, found {mode!r}")
-    model.calculate_loss = torch.compile(model.calculate_loss, mode=mode)
+    model.calculate_loss = torch.compile(model.calculate_loss, mode=mode, dynamic=False)
 
 
 def gpu_id_for(device: str) -> str:

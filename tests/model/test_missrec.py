@@ -160,8 +160,10 @@ def test_interest_width_holds_every_sequence(tmp_path, faithful):
     tables = torch.cat([model.plm_interest_lookup_table, model.img_interest_lookup_table])
     in_use = len(set(tables.tolist()))  # PAD's 0 included
     bucket = next(2**p for p in range(12) if 2**p >= in_use)
-    expected = min(2 * TINY["MAX_ITEM_LIST_LENGTH"], bucket)
-    assert model.interest_width == expected
+    longest = int(train_data.dataset.inter_feat["item_length"].max())  # shorter than MAX_ITEM_LIST_LENGTH here
+    assert model.longest_history == longest < TINY["MAX_ITEM_LIST_LENGTH"]
+    expected = min(2 * longest + 1, bucket)  # two modalities per item, and PAD's 0
+    assert model.interest_width == expected < 2 * TINY["MAX_ITEM_LIST_LENGTH"]
     widest = max(model.interest_ids(batch["item_id_list"]).shape[1] for batch in train_data)
     assert widest <= model.interest_width
     state = model.state_dict()
@@ -170,9 +172,29 @@ def test_interest_width_holds_every_sequence(tmp_path, faithful):
     assert model.interest_width == expected
 
 
-def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):
+def test_training_interest_width_too_small_is_an_error(tmp_path):
     _, model, train_data, _, _ = build(tmp_path)
+    model.discover_interests(0)
+    batch = first_batch(train_data)
+    model.interest_width = 1  # fewer columns than some sequence's interests: never truncated silently
+    with pytest.raises(RuntimeError, match="more interests than interest_width"):
+        model(batch["item_id_list"], batch["item_length"])
+
+
+def test_evaluation_pads_interests_to_the_batch_widest_set(tmp_path):
+    _, model, _, valid_data, _ = build(tmp_path)
+    model.discover_interests(0)
     model.eval()
+    batch = first_batch(valid_data)
+    model.interest_width = 1  # the training width is not used in evaluation (its histories can be longer)
+    with torch.no_grad():
+        _, _, pad = model(batch["item_id_list"], batch["item_length"])
+    assert pad.shape[1] == model.interest_ids(batch["item_id_list"]).shape[1] > 1
+
+
+def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):
+    _, model, train_data, _, _ = build(tmp_path, hidden_dropout_prob=0.0)
+    model.train()  # the training path, where the width is fixed (dropout off: deterministic)
     batch = first_batch(train_data)
     seq, seq_len = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
@@ -226,7 +248,7 @@ def contextual_by_hand(model, seq, seq_len, all_absent=False):
     key_pad = torch.cat([pad | ~model.features.text_present[seq], pad | ~model.features.image_present[seq]], dim=1)
     if all_absent:  # every key would be masked: the real items stay unmasked
         key_pad = torch.cat([pad, pad], dim=1)
-    interest_ids = model.interest_ids(seq, model.interest_width)
+    interest_ids = model.interest_ids(seq)  # evaluation: the batch's widest set
     mem_pad = interest_ids == 0
     memory = model.trm_model.encoder(model.interest_embeddings[interest_ids], src_key_padding_mask=mem_pad)
     tokens = model.LayerNorm(torch.cat([text, image], dim=1))

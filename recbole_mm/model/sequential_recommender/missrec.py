@@ -27,16 +27,18 @@ Departures from the reference code (each keeps the reported numbers' computation
 * Feature tables are buffers of an :class:`~recbole_mm.model.layers.ItemFeatureBank` (not saved in
   checkpoints, rebuilt from the dataset); interest tables are persistent buffers (saved).
 * Pre-training does the augmentation on the model device (the per-batch coin on the CPU generator). Item drop
-  compacts the kept items without the UniSRec scatter quirk, and the augmented view uses the image features of its own (item-dropped)
-  sequence, where the reference re-uses the original sequence's image features and interests.
+  compacts the kept items without the UniSRec scatter quirk, and the augmented view uses the image features of
+  its own (item-dropped) sequence, where the reference re-uses the original sequence's image features and interests.
 * Multi-process training really all-reduces gradients (the reference's DDP trains each rank alone; its
   fine-tuning is single-GPU), clusters once on rank 0, then broadcasts, and scales each rank's loss terms so
   that the averaged gradient is the global batch's; pre-training gathers in-batch negatives across ranks.
-* Interest tokens are padded to a width fixed at each discovery, at least the most a sequence can have
-  (``modalities x MAX_ITEM_LIST_LENGTH``, or the number of interest ids in use, PAD's 0 included, rounded up
-  to a power of two), where the reference
-  pads to the batch's widest set: shapes stay static within an epoch and no step reads a count back to the
-  host. Padded tokens are masked as keys, so the sequence
+* In training, interest tokens are padded to a width fixed at each discovery, at least the most a training
+  sequence can have: ``modalities x`` the longest history of the dataset the model was built with (``+ 1`` for
+  PAD's 0 when that is shorter than ``MAX_ITEM_LIST_LENGTH``), or the number of interest ids in use, PAD's 0
+  included, rounded up to a power of two, whichever is smaller. The reference pads to the batch's widest set:
+  here shapes stay static within an epoch and no training step reads a count back to the host (a device-side
+  assertion guards the bound). Evaluation pads to the batch's widest set, as the reference does (its histories
+  can be longer than the training ones). Padded tokens are masked as keys, so the sequence
   output is the reference's. The regulariser, kept as the reference computes it (padded positions
   included, so it depends on the width), sums the columns up to the reference's width, the batch's
   largest number of distinct ids (under torch.distributed, the global batch's), and gives its value.
@@ -154,7 +156,10 @@ class MISSRec(SequentialRecommender):
             self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
         self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
         self._clustered = False  # mirrors interest_epoch >= 0 without reading the buffer back every step
-        self.interest_width = None  # set by every discovery (see _interests_changed)
+        self.interest_width = None  # training width, set by every discovery (see _interests_changed)
+        lengths = dataset.inter_feat[self.ITEM_SEQ_LEN] if self.ITEM_SEQ_LEN in dataset.inter_feat else None
+        longest = self.max_seq_length if lengths is None or len(lengths) == 0 else int(lengths.max())
+        self.longest_history = min(longest, self.max_seq_length)
 
         self.apply(self._init_weights)
         if config["pretrained_path"]:
@@ -249,15 +254,17 @@ class MISSRec(SequentialRecommender):
 
     def _interests_changed(self):
         r"""After a discovery or a load: whether interests exist, and ``interest_width``, the interest tokens per
-        sequence. That is at least the most a sequence can hold: ``modalities x MAX_ITEM_LIST_LENGTH``, or
-        fewer when fewer interest ids are in use (PAD's 0 included; the reference-compatible k-means leaves
-        many clusters empty). The count in use is rounded up to a power of two, so that a compiled loss sees
-        few distinct widths over a run. Setting ``interest_width`` to None pads to the batch's widest set
-        instead, as the reference does (a host sync per step)."""
+        training sequence. That is at least the most a training sequence can hold: ``modalities x`` its longest
+        history (``+ 1`` for PAD's 0 when that history is shorter than ``MAX_ITEM_LIST_LENGTH``), or fewer when
+        fewer interest ids are in use (PAD's 0 included; the reference-compatible k-means leaves many clusters
+        empty). The count in use is rounded up to a power of two, so that a compiled loss sees few distinct
+        widths over a run. Setting ``interest_width`` to None pads to the batch's widest set instead, as the
+        reference does (a host sync per step); evaluation always does."""
         self._clustered = int(self.interest_epoch) >= 0
         tables = torch.cat([getattr(self, self._lookup_name(m)) for m in self.modalities])
         in_use = int(tables.unique().numel())
-        self.interest_width = min(len(self.modalities) * self.max_seq_length, 1 << (in_use - 1).bit_length())
+        most = len(self.modalities) * self.longest_history + int(self.longest_history < self.max_seq_length)
+        self.interest_width = min(most, 1 << (in_use - 1).bit_length())
 
     # ------------------------------------------------------------------ interests
     @torch.no_grad()
@@ -303,8 +310,9 @@ class MISSRec(SequentialRecommender):
 
         Args:
             item_seq: ``[B, L]`` item ids (0 = PAD).
-            width: number of columns, at least the batch's largest number of distinct ids (no host sync);
-                None: that largest number, as the reference pads (read back to the host).
+            width: number of columns, at least the batch's largest number of distinct ids (no host sync; a
+                device-side assertion fails otherwise); None: that largest number, as the reference pads (read
+                back to the host).
 
         Returns:
             ``[B, Nq]`` long; ``Nq`` is ``width``, or the largest number of distinct ids in the batch.
@@ -315,7 +323,10 @@ class MISSRec(SequentialRecommender):
         repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]
         order = torch.argsort(repeat.to(torch.int8), dim=1, stable=True)  # distinct ids first, in order
         n_unique = (~repeat).sum(dim=1)  # [B]
-        width = int(n_unique.max()) if width is None else width
+        if width is None:
+            width = int(n_unique.max())
+        else:
+            torch._assert_async(n_unique.max() <= width, "MISSRec: a sequence has more interests than interest_width")
         order = F.pad(order, (0, max(width - order.size(1), 0)), value=0)
         compact = ids.gather(1, order[:, :width])
         position = torch.arange(width, device=ids.device).unsqueeze(0)
@@ -353,11 +364,12 @@ class MISSRec(SequentialRecommender):
 
         Returns:
             ``(seq_output [B, hidden] L2-normalised, memory [B, Nq, hidden], memory_pad [B, Nq] bool)``,
-            ``Nq = interest_width`` (see :meth:`_interests_changed`).
+            ``Nq = interest_width`` in training (see :meth:`_interests_changed`), the batch's widest set in
+            evaluation.
         """
         if not self._clustered:  # never clustered (an untrained model): cluster once now
             self.discover_interests()
-        interest_ids = self.interest_ids(item_seq, self.interest_width)
+        interest_ids = self.interest_ids(item_seq, self.interest_width if self.training else None)
         memory_pad = interest_ids == 0
         memory = self.trm_model.encoder(self.interest_embeddings[interest_ids], src_key_padding_mask=memory_pad)
 
