@@ -102,12 +102,18 @@ def peer_ours(x, k, n_iter, init, one_pass=False, **_):
     return kmeans(x, k, n_iter=n_iter, init=init).centroids
 
 
+def peer_ours_tf32_pass(x, k, n_iter, init, one_pass=False, **_):
+    if not one_pass:
+        raise Unavailable("one-pass regime only (ours is TF32 already)")
+    return kmeans_reference(x, k, batch_size=2048, precision="tf32").centroids
+
+
 def peer_ours_unfused(x, k, n_iter, init, one_pass=False, **_):
     if not (x.is_cuda and x.dim() == 2 and assign.fused_applies(init.unsqueeze(0), "tf32")):
         raise Unavailable("the fused Triton path does not apply here")
     assign.FUSED = False
-    try:
-        return peer_ours(x, k, n_iter, init, one_pass)
+    try:  # one-pass regime: the TF32 pass without the fused kernel (ours is float32 products there)
+        return (peer_ours_tf32_pass if one_pass else peer_ours)(x, k, n_iter, init, one_pass=one_pass)
     finally:
         assign.FUSED = True
 
@@ -190,6 +196,7 @@ def peer_fast_pytorch_kmeans(x, k, n_iter, init, one_pass=False, **_):
 PEERS = {
     "ours": peer_ours,
     "ours, cuBLAS + min": peer_ours_unfused,
+    "ours, TF32 pass": peer_ours_tf32_pass,
     "ours (cupy)": peer_ours_cupy,
     "TorchPQ": peer_torchpq,
     "fast-pytorch-kmeans": peer_fast_pytorch_kmeans,

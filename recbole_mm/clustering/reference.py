@@ -25,7 +25,7 @@ import torch
 
 from recbole_mm.clustering.assign import assign_pass, default_budget
 from recbole_mm.clustering.result import ClusteringError, KMeansResult
-from recbole_mm.clustering.validation import check_positive_int, check_problem
+from recbole_mm.clustering.validation import check_choice, check_positive_int, check_problem
 
 
 def reference_batches(n_points: int, k: int, batch_size: int):
@@ -42,7 +42,9 @@ def reference_batches(n_points: int, k: int, batch_size: int):
     return bounds
 
 
-def kmeans_reference(x: torch.Tensor, k: int, *, batch_size: int = 2048, seed: int = 0) -> KMeansResult:
+def kmeans_reference(
+    x: torch.Tensor, k: int, *, batch_size: int = 2048, seed: int = 0, precision: str = "highest"
+) -> KMeansResult:
     """MISSRec/TorchPQ-compatible minibatch k-means (Euclidean), quirks included (see the module docstring).
 
     Args:
@@ -50,6 +52,8 @@ def kmeans_reference(x: torch.Tensor, k: int, *, batch_size: int = 2048, seed: i
         k: number of clusters, ``1 <= k <= n``.
         batch_size: the reference's minibatch size (MISSRec uses 2048).
         seed: seeds the choice of initial rows in the first minibatch.
+        precision: ``'highest'`` (float32 products, as the reference's kernels) or ``'tf32'`` (CUDA float32
+            only: TF32 products through the fused assignment kernel; near-tie rows may take the other centroid).
 
     Returns:
         :class:`KMeansResult` with ``labels [n]``, non-negative ``centroids [k, d]``, the exact inertia of the
@@ -59,6 +63,7 @@ def kmeans_reference(x: torch.Tensor, k: int, *, batch_size: int = 2048, seed: i
     if problem.batched:
         raise ClusteringError(f"x: kmeans_reference clusters one problem [n, d], found shape {tuple(x.shape)}")
     check_positive_int("batch_size", batch_size)
+    check_choice("precision", precision, ("highest", "tf32"))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ClusteringError(f"seed: expected an integer, found {seed!r}")
     tokens = problem.x.to(problem.dtype)
@@ -70,13 +75,14 @@ def kmeans_reference(x: torch.Tensor, k: int, *, batch_size: int = 2048, seed: i
     counts = torch.ones(k, dtype=problem.dtype, device=device)
     for start, stop in bounds:
         rows = slice(start, stop)
-        labels = assign_pass(tokens, centroids, None, budget=budget, rows=rows).labels[0]
+        labels = assign_pass(tokens, centroids, None, budget=budget, precision=precision, rows=rows).labels[0]
         block = tokens[0, rows].abs()
         sums = torch.zeros(k, block.shape[1], dtype=block.dtype, device=device).index_add_(0, labels, block)
-        batch_counts = torch.bincount(labels, minlength=k).to(block.dtype)
+        ones = torch.ones_like(labels, dtype=block.dtype)
+        batch_counts = torch.zeros(k, dtype=block.dtype, device=device).index_add_(0, labels, ones)  # no host sync
         delta = sums / batch_counts.clamp(min=1).unsqueeze(1)
         weights = (1 / counts).unsqueeze(1)
         centroids = (centroids.abs()[0] * (1 - weights) + delta * weights).unsqueeze(0)
         counts += batch_counts
-    final = assign_pass(tokens, centroids, None, budget=budget, want_dist=True)
+    final = assign_pass(tokens, centroids, None, budget=budget, precision=precision, want_dist=True)
     return KMeansResult(final.labels[0], centroids[0], float(final.dist.sum()), 1)

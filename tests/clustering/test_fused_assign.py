@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from recbole_mm.clustering import assign, fused_assign, kmeans
+from recbole_mm.clustering import assign, fused_assign, kmeans, kmeans_reference
 from recbole_mm.clustering.assign import assign_pass, fused_applies
 from recbole_mm.clustering.fused_assign import available, fused_nearest
 
@@ -220,6 +220,18 @@ def test_kmeans_fused_equals_unfused_on_separated_data(device, fused_calls, monk
     assert torch.equal(fused.labels, plain.labels)
     torch.testing.assert_close(fused.centroids, plain.centroids, rtol=1e-5, atol=1e-5)
     assert fused.inertia == pytest.approx(plain.inertia, rel=1e-5)
+
+
+def test_reference_pass_in_tf32_runs_fused_and_keeps_the_labels_on_separated_data(device, fused_calls):
+    centres = 6 * gaussian((5, 20), 11)
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(13))
+    x = (centres.repeat_interleave(60, 0) + 0.5 * gaussian((300, 20), 12))[order].to(device)
+    fast = kmeans_reference(x, 5, batch_size=100, precision="tf32")
+    assert fused_calls == [100, 100, 100, 300]  # every minibatch, then the final labels
+    exact = kmeans_reference(x, 5, batch_size=100)  # float32 products, as the reference
+    assert len(fused_calls) == 4  # 'highest' never takes the TF32 kernel
+    assert torch.equal(fast.labels, exact.labels)
+    torch.testing.assert_close(fast.centroids, exact.centroids, rtol=1e-5, atol=1e-5)
 
 
 BUILD_FOR_H100 = """

@@ -115,6 +115,7 @@ def test_init_comes_from_first_minibatch():
         ((torch.randn(10, 3), 11), {}, "k: expected k <= number of points"),
         ((torch.randn(10, 3), 2), {"batch_size": 0}, "batch_size"),
         ((torch.full((10, 3), float("nan")), 2), {}, "NaN or inf"),
+        ((torch.randn(10, 3), 2), {"precision": "fp16"}, "precision"),
     ],
 )
 def test_bad_input(args, kwargs, message):

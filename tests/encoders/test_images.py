@@ -57,3 +57,21 @@ def test_workers_give_the_same_pixels_as_in_process(tmp_path):
         serial = [p for p, _ in inline.imap(paths)]
     for a, b in zip(parallel, serial):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
+def test_draft_decoding_of_a_real_photo_stays_close_to_the_full_decode(name):
+    """``--jpeg-draft`` trades exactness for speed: measured on scikit-learn's two sample photos (640 x 427)."""
+    import os
+
+    import sklearn
+
+    path = os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", name)
+    full, _ = decode_image(path, 224)
+    draft, _ = decode_image(path, 224, draft=True)
+    np.testing.assert_array_equal(draft, full)  # 427 px cannot be halved and still give 224: nothing changes
+    full, _ = decode_image(path, 200)
+    draft, _ = decode_image(path, 200, draft=True)  # decoded at 320 x 213, then resized
+    error = np.abs(full.astype(np.float64) - draft) / 255
+    psnr = 10 * np.log10(1 / np.mean(error**2))
+    assert 0 < error.mean() < 0.03 and psnr > 25  # measured: mean 0.0196 / 0.0079, PSNR 28.8 / 34.7 dB
