@@ -29,10 +29,11 @@ def blobs(n_points: int, device: torch.device) -> torch.Tensor:
 
 
 def timed(fn, device):
-    """``(fn's result, seconds)`` of one call, timed by :func:`ml100k_steps.mean_ms` (which waits for the GPU)."""
+    """``(fn's result, seconds)`` of one call, timed by :func:`ml100k_steps.mean_ms` (which waits for the GPU); on
+    CUDA after one untimed call (Triton autotuning of the fused k-means kernel, allocator)."""
     results = []
-    milliseconds = mean_ms(lambda: results.append(fn()), device)
-    return results[0], milliseconds / 1000
+    milliseconds = mean_ms(lambda: results.append(fn()), device, warmup=int(device.type == "cuda"))
+    return results[-1], milliseconds / 1000
 
 
 def main():
