@@ -5,9 +5,10 @@
 # and results (not in the default set). `results` starts results/run_ml100k_mm.py detached, so that it runs on between
 # calls while the machine stays warm (call again within its 30 s idle time), and waits up to RESULTS_WAIT seconds
 # (540) for it; a later `results` call waits on the same runner. Records go to saved/runs (and back in $OUT/runs.tar):
-# unpack them into results/runs/ here so that a fresh machine skips the finished runs. Pre-training checkpoints are too
-# large to come back ($OUT: 8 files of 16 MiB at most), so on a fresh machine an unfinished pre-trained row re-runs its
-# pre-training. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
+# unpack them into results/runs/ here so that a fresh machine skips the finished runs. A finished pre-training's
+# checkpoint comes back without its optimizer state (about 6.5 MB instead of 20; $OUT: 8 files of 16 MiB at most):
+# put it into .whl/pretrained/ here, and the next machine copies it into saved/ (carry .whl without the faiss wheel,
+# which is never installed there, to stay under 64 MiB). `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
 # (results runs first); leave the timed parts (kmeans dpc missrec encode anomaly overhead) for a machine without it.
 # The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A, _B) built here (the GPU machine has no MiniLM
 # package): --pack puts them into .whl/datasets.tgz (8 MB instead of 31), unpacked there when dataset/ lacks them.
@@ -44,11 +45,17 @@ T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 PARTS=" ${*:-tests kmeans dpc missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
 part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
   mkdir -p saved/runs; cp -n results/runs/*.json saved/runs/ 2>/dev/null  # records made here or in earlier sessions
+  cp -n .whl/pretrained/*.pth saved/ 2>/dev/null  # pre-trainings finished in earlier sessions
   pgrep -f results/run_ml100k_mm.py > /dev/null || setsid nohup python3 results/run_ml100k_mm.py --device cuda \
     --jobs "${RESULTS_JOBS:-12}" --record saved/runs > saved/results_log.txt 2>&1 < /dev/null &
   end=$(( $(date +%s) + ${RESULTS_WAIT:-540} ))  # then return; the next `results` call waits on the same runner
   sleep 5; while pgrep -f results/run_ml100k_mm.py > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
   cp saved/results_log.txt results/ml-100k_mm.md "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs  # $OUT: 8 files at most
+  for ckpt in saved/MISSRec-ml-100k_mm_A-*-seed*.pth; do  # finished pre-trainings, without the optimizer state
+    [ -f "$ckpt" ] && python3 -c "import sys, torch, recbole_mm
+state = torch.load(sys.argv[1], map_location='cpu', weights_only=False); state.pop('optimizer', None)
+torch.save(state, sys.argv[2])" "$ckpt" "$OUT/$(basename "$ckpt")"
+  done
 }
 part tests && { timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
 part kmeans && timeout 170 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1
