@@ -8,8 +8,9 @@
 # unpack them into results/runs/ here so that a fresh machine skips the finished runs. A finished pre-training's
 # checkpoint comes back without its optimizer state (about 6.5 MB instead of 20; $OUT: 8 files of 16 MiB at most):
 # put it into .whl/pretrained/ here, and the next machine copies it into saved/ (carry .whl without the faiss wheel,
-# which is never installed there, to stay under 64 MiB). `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it
-# (results runs first); leave the timed parts (kmeans dpc missrec encode anomaly overhead) for a machine without it.
+# which is never installed there, to stay under 64 MiB). `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests`
+# starts the runner and runs the gpu tests beside it (results runs first); leave the timed parts (kmeans dpc missrec
+# encode anomaly overhead) for a machine without it.
 # The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A, _B) built here (the GPU machine has no MiniLM
 # package): --pack puts them into .whl/datasets.tgz (8 MB instead of 31), unpacked there when dataset/ lacks them.
 #

@@ -179,7 +179,8 @@ def bench_finetune_epoch(args):
             train_s = timed(train, device, reps=args.reps, warmup=first)
             valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps, warmup=first)
         except Exception as error:  # one failing setting (a compiler error) leaves the other rows measured
-            print(f"   {label:<34} failed: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:120]}")
+            first_line = (str(error).strip().splitlines() or [""])[0][:120]
+            print(f"   {label:<34} failed: {type(error).__name__}: {first_line}")
             continue
         total = train_s + valid_s
         print(

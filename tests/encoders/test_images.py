@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -62,8 +64,6 @@ def test_workers_give_the_same_pixels_as_in_process(tmp_path):
 @pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
 def test_draft_decoding_of_a_real_photo_stays_close_to_the_full_decode(name):
     """``--jpeg-draft`` trades exactness for speed: measured on scikit-learn's two sample photos (640 x 427)."""
-    import os
-
     import sklearn
 
     path = os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", name)
