@@ -1,7 +1,9 @@
 """Benchmark: recbole_mm.clustering.kmeans against its peers, side by side in one process.
 
 Peers: ours (torch backend, with the fused Triton assignment on CUDA where it applies, and the same without it:
-cuBLAS products + min; cupy backend in the batched regime; reference-compatible mode in the one-pass regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``, fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
+cuBLAS products + min; in the batched regime the span kernel and the same without it, and the cupy backend;
+reference-compatible mode in the one-pass regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``,
+fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
 starts from the same ones (our seeded random init); a peer that is not installed is reported as unavailable.
 
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from recbole_mm.clustering import kmeans, kmeans_reference
-from recbole_mm.clustering import assign
+from recbole_mm.clustering import assign, span
 from recbole_mm.clustering.assign import matmul_precision, padded_operands
 from recbole_mm.clustering.reference import reference_batches
 
@@ -118,6 +120,16 @@ def peer_ours_unfused(x, k, n_iter, init, one_pass=False, **_):
         assign.FUSED = True
 
 
+def peer_ours_per_pass(x, k, n_iter, init, one_pass=False, **_):
+    if one_pass or x.dim() != 3 or not span.applies(x, init, tol=None, empty="keep"):
+        raise Unavailable("the span kernel does not apply here")
+    span.ENABLED = False
+    try:
+        return peer_ours(x, k, n_iter, init)
+    finally:
+        span.ENABLED = True
+
+
 def peer_ours_cupy(x, k, n_iter, init, one_pass=False, **_):
     if one_pass or x.dim() != 3:
         raise Unavailable("batched regime only")
@@ -197,6 +209,7 @@ PEERS = {
     "ours": peer_ours,
     "ours, cuBLAS + min": peer_ours_unfused,
     "ours, TF32 pass": peer_ours_tf32_pass,
+    "ours, per pass (no span kernel)": peer_ours_per_pass,
     "ours (cupy)": peer_ours_cupy,
     "TorchPQ": peer_torchpq,
     "fast-pytorch-kmeans": peer_fast_pytorch_kmeans,
@@ -266,17 +279,17 @@ def run_regime(name, spec, device, reps, scale):
             rows.append((peer, statistics.median(times[peer]), inertia_of(x.double(), results[peer].double()), ""))
     ours_time = next(r[1] for r in rows if r[0] == "ours")
     ours_inertia = next(r[2] for r in rows if r[0] == "ours")
-    print(f"{'peer':<24}{'time':>12}{'vs ours':>9}{'inertia / f64 Lloyd':>22}  note")
+    print(f"{'peer':<32}{'time':>12}{'vs ours':>9}{'inertia / f64 Lloyd':>22}  note")
     for peer, elapsed, inertia, note in rows:
         if elapsed is None:
-            print(f"{peer:<24}{'-':>12}{'-':>9}{'-':>22}  {note}")
+            print(f"{peer:<32}{'-':>12}{'-':>9}{'-':>22}  {note}")
             continue
         base = ref_inertia if ref_inertia is not None else ours_inertia
         label = "inertia / f64 Lloyd" if ref_inertia is not None else "inertia / ours"
         print(
-            f"{peer:<24}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}"
+            f"{peer:<32}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}"
         )
-    print(f"{'floor (GEMMs alone)':<24}{floor * 1000:>10.1f}ms{floor / ours_time:>8.2f}x")
+    print(f"{'floor (GEMMs alone)':<32}{floor * 1000:>10.1f}ms{floor / ours_time:>8.2f}x")
 
 
 def main():

@@ -55,25 +55,23 @@ def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, bu
 
 @contextlib.contextmanager
 def matmul_precision(precision: str, device: torch.device):
-    """Allow TF32 matrix products on CUDA inside the block when ``precision == 'tf32'``."""
-    if precision != "tf32" or device.type != "cuda":
+    """CUDA float32 matrix products inside the block in TF32 (``precision == 'tf32'``) or full float32
+    (``'highest'``, whatever the process-wide setting); nothing changes on other devices."""
+    if device.type != "cuda":
         yield
         return
+    tf32 = precision == "tf32"
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
-        saved = matmul.fp32_precision
-        matmul.fp32_precision = "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = saved
+        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
     else:
-        saved = matmul.allow_tf32
-        matmul.allow_tf32 = True
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = saved
+        name, value = "allow_tf32", tf32
+    saved = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, saved)
 
 
 def padded_operands(centroids: torch.Tensor):

@@ -12,7 +12,9 @@ so sums (and, at near-ties, labels) may differ in the last bits between runs unl
 ``torch.use_deterministic_algorithms(True)`` is set (PyTorch then uses a deterministic ``index_add_``). TF32
 products (the CUDA default for float32) round the distances used for the assignment, not the reported inertia,
 which is always measured exactly; the GPU tests check it stays within 0.5% of float64 Lloyd from the same start.
-The CuPy backend is deterministic (fixed summation order, no atomics).
+The CuPy backend is deterministic (fixed summation order, no atomics), and so are the iterations of small
+float32 problems on CUDA (``n + k <= 128`` points and centroids per problem, a fixed iteration count, empty
+clusters kept), which run in one Triton kernel in the span of the points (:mod:`recbole_mm.clustering.span`).
 """
 
 from typing import Optional, Union

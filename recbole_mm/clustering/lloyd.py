@@ -2,7 +2,8 @@
 
 One iteration is one pass of :func:`recbole_mm.clustering.assign.assign_pass` that assigns every point to
 the nearest current centroid and accumulates the per-cluster sums in the same sweep, then one centroid
-update. After the last update a final pass labels every point with its nearest *returned* centroid and
+update (many small problems at once take the single-kernel path of :mod:`recbole_mm.clustering.span`). After the
+last update a final pass labels every point with its nearest *returned* centroid and
 measures the inertia exactly (``||x - c||^2`` of the assigned pair, accumulated in float64).
 """
 
@@ -11,6 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from recbole_mm.clustering import span
 from recbole_mm.clustering.assign import assign_pass
 
 
@@ -75,7 +77,13 @@ def _pass_settings(empty, tol, cosine, budget, precision) -> dict:
 
 
 def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision):
-    """Full-batch Lloyd from ``centroids [B, k, d]``; returns ``(centroids, n_iter_done)``."""
+    """Full-batch Lloyd from ``centroids [B, k, d]``; returns ``(centroids, n_iter_done)``.
+
+    Small problems with a fixed iteration count run in one kernel (:mod:`recbole_mm.clustering.span`) where it
+    applies; everything else runs pass by pass.
+    """
+    if span.applies(x, centroids, tol=tol, empty=empty):
+        return span.span_lloyd(x, mask, centroids, n_iter=n_iter, cosine=cosine, precision=precision), n_iter
     settings = _pass_settings(empty, tol, cosine, budget, precision)
     want_dist = settings["want_dist"]
     previous = None

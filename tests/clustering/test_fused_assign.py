@@ -21,7 +21,6 @@ from recbole_mm.clustering.fused_assign import available, fused_nearest
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA variant runs (one Triton mode per process)")
 
 # Largest error of an assignment score c_sq - 2 x.c relative to scale = ||x||^2 + max_j ||c_j||^2 (>= 2 |x||c_j|).
 # Interpreter: float32 products and sums, far below 1e-4. TF32: each operand rounded to 10 mantissa bits (relative
@@ -29,30 +28,6 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA variant
 # difference of two scores by at most 2e-3 * scale.
 REL_FP32 = 1e-4
 REL_TF32 = 2e-3
-
-
-@pytest.fixture
-def interpreter(monkeypatch):
-    """``TRITON_INTERPRET=1`` for the test; skips if this process already imported Triton to compile kernels."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(tl.zeros, InterpretedFunction):
-        pytest.skip("triton was imported for compilation earlier in this process: run this file on its own")
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("cpu", marks=[needs_triton, no_cuda]),
-        pytest.param("cuda", marks=[pytest.mark.gpu, needs_triton, needs_cuda]),
-    ]
-)
-def device(request):
-    """CPU through Triton's interpreter, or CUDA."""
-    if request.param == "cpu":
-        request.getfixturevalue("interpreter")
-    return torch.device(request.param)
 
 
 @pytest.fixture

@@ -349,3 +349,27 @@ def test_cuda_batched_equals_loop():
     for b in range(8):
         single = kmeans(x[b][mask[b].cuda()], 4, n_iter=6, init=init[b])
         assert torch.equal(res.labels[b][mask[b].cuda()], single.labels)
+
+
+@pytest.mark.parametrize("globally", [False, True])
+def test_matmul_precision_sets_cuda_products_both_ways_and_restores(globally):
+    """Only flags are touched, so this runs without a GPU: 'highest' means full float32 even where the process
+    allows TF32 (MISSRec's allow_tf32), 'tf32' allows it, and the process-wide setting comes back afterwards."""
+    from recbole_mm.clustering.assign import matmul_precision
+    from recbole_mm.utils import set_tf32_matmul
+
+    matmul = torch.backends.cuda.matmul
+    tf32_on = (lambda: matmul.fp32_precision == "tf32") if hasattr(matmul, "fp32_precision") else lambda: matmul.allow_tf32
+    cuda = torch.device("cuda")
+    try:
+        set_tf32_matmul(globally)
+        with matmul_precision("highest", cuda):
+            assert not tf32_on()
+        assert tf32_on() == globally
+        with matmul_precision("tf32", cuda):
+            assert tf32_on()
+        assert tf32_on() == globally
+        with matmul_precision("tf32", torch.device("cpu")):
+            assert tf32_on() == globally
+    finally:
+        set_tf32_matmul(False)
