@@ -135,6 +135,7 @@ def assign_pass(
     r_start, r_stop = (0, x.shape[1]) if rows is None else (rows.start, rows.stop)
     n_rows = r_stop - r_start
     fused = fused_applies(centroids, precision)
+    fused_sums = fused and want_sums and mask is None  # the kernel adds the rows to their sums itself
     bb, rr = block_shape(n_batch, n_rows, 0 if fused else k, dim, centroids.element_size(), budget)  # fused: no scores
     c_sq, c_t = (centroids.pow(2).sum(-1), None) if fused else padded_operands(centroids)  # fused: no c^T copy
     labels = torch.empty(n_batch, n_rows, dtype=torch.long, device=device) if want_labels or want_dist else None
@@ -150,7 +151,8 @@ def assign_pass(
                 block = load_block(x, b0, b1, r0, r1, device, dtype, cosine)
                 # min(-1).indices: the first minimum, like argmin, and faster on CPU; the scores die at once
                 if fused:
-                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0]).labels.unsqueeze(0)
+                    into = sums[:k] if fused_sums else None
+                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0], into).labels.unsqueeze(0)
                 elif b1 - b0 == 1:
                     lab = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).min(-1).indices.unsqueeze(0)
                 else:
@@ -167,7 +169,8 @@ def assign_pass(
                     if real is not None:
                         flat = flat.masked_fill(~real, n_batch * k)
                     flat = flat.flatten()
-                    sums.index_add_(0, flat, block.reshape(-1, dim))
+                    if not fused_sums:
+                        sums.index_add_(0, flat, block.reshape(-1, dim))
                     counts.index_add_(0, flat, torch.ones_like(flat))  # bincount would sync with the host on CUDA
     if not want_sums:
         return PassResult(labels, None, None, dist)

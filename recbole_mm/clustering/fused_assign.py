@@ -4,7 +4,9 @@ The cuBLAS path of :func:`recbole_mm.clustering.assign.assign_pass` writes the `
 ``c_sq - 2 x c^T`` to memory and reads it back for ``min``; at MISSRec's size (k = 17,879, d = 300) that traffic
 is a large part of the pass. Here each program takes ``BLOCK_M`` rows, walks the centroids in tiles of ``BLOCK_N``
 (the inner product accumulated over ``d`` in ``BLOCK_K`` chunks with TF32 ``tl.dot``), and keeps a running
-(minimum, first argmin) per row in registers: only the labels and the minima are written. Row strides that are
+(minimum, first argmin) per row in registers: only the labels and the minima are written. A Lloyd pass also
+needs each cluster's sum: the kernel can add every row to its cluster's sum right after choosing it, while the
+rows are still in cache, instead of ``index_add_`` reading the whole of ``x`` again. Row strides that are
 multiples of 4 floats are passed divided by 4 (``VEC``) so that Triton knows the rows are 16-byte aligned and
 loads them with vector copies. The kernel itself lives in :mod:`recbole_mm.clustering.fused_kernel`.
 
@@ -81,16 +83,21 @@ def _kernel():
             for m, n, kk, w, s in configs
         ],
         key=["d", "k"],
+        restore_value=["sums_ptr"],  # timing runs must not add to the sums: each is undone
     )(nearest_kernel)
 
 
-def fused_nearest(x: torch.Tensor, centroids: torch.Tensor, c_sq: Optional[torch.Tensor] = None) -> Nearest:
+def fused_nearest(
+    x: torch.Tensor, centroids: torch.Tensor, c_sq: Optional[torch.Tensor] = None, sums: Optional[torch.Tensor] = None
+) -> Nearest:
     """Nearest centroid of every row of ``x`` under TF32 products, without materialising the score matrix.
 
     Args:
         x: ``[n, d]`` float32 points (CUDA; CPU under ``TRITON_INTERPRET=1``).
         centroids: ``[k, d]`` float32 on the same device.
         c_sq: ``[k]`` squared centroid norms (computed when ``None``).
+        sums: contiguous float32 ``[k, d]``, or ``None``; when given, every row of ``x`` is added to the row of its
+            nearest centroid (float atomics: the order of the additions, and so the last bits, vary between runs).
 
     Returns:
         :class:`Nearest` with ``best[i] = min_j (c_sq[j] - 2 x_i . c_j)`` and ``labels[i]`` its first argmin
@@ -122,6 +129,13 @@ def fused_nearest(x: torch.Tensor, centroids: torch.Tensor, c_sq: Optional[torch
             f"fused_nearest: c_sq must be float32 [{k}] on {x.device}, found {c_sq.dtype} {tuple(c_sq.shape)} "
             f"on {c_sq.device}"
         )
+    if sums is not None and (
+        sums.shape != (k, d) or sums.dtype != torch.float32 or sums.device != x.device or not sums.is_contiguous()
+    ):
+        raise ValueError(
+            f"fused_nearest: sums must be contiguous float32 [{k}, {d}] on {x.device}, found {sums.dtype} "
+            f"{tuple(sums.shape)} on {sums.device}{'' if sums.is_contiguous() else ', not contiguous'}"
+        )
     x, centroids, c_sq = x.contiguous(), centroids.contiguous(), c_sq.contiguous()
     labels = torch.empty(n, dtype=torch.long, device=x.device)
     best = torch.empty(n, dtype=torch.float32, device=x.device)
@@ -133,5 +147,7 @@ def fused_nearest(x: torch.Tensor, centroids: torch.Tensor, c_sq: Optional[torch
     def grid(meta):
         return (_triton().cdiv(n, meta["BLOCK_M"]),)
 
-    _kernel()[grid](x, centroids, c_sq, labels, best, n, k, d, stride_x, stride_c, vec)
+    want_sums = sums is not None
+    target = sums if want_sums else best  # the kernel ignores the pointer without WANT_SUMS
+    _kernel()[grid](x, centroids, c_sq, labels, best, target, n, k, d, stride_x, stride_c, vec, want_sums)
     return Nearest(labels, best)

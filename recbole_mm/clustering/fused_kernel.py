@@ -16,19 +16,23 @@ def nearest_kernel(
     c_sq_ptr,
     labels_ptr,
     best_ptr,
+    sums_ptr,
     n,
     k,
     d,
     stride_x,
     stride_c,
     VEC: tl.constexpr,
+    WANT_SUMS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """Per program, rows ``[pid * BLOCK_M, +BLOCK_M)`` of ``x [n, d]``: the first argmin over ``j < k`` of
     ``c_sq[j] - 2 x . c_j`` into ``labels`` (int64) and its value into ``best``; ``stride_x * VEC`` and
-    ``stride_c * VEC`` are the row strides (in floats) of ``x`` and ``c [k, d]``."""
+    ``stride_c * VEC`` are the row strides (in floats) of ``x`` and ``c [k, d]``. With ``WANT_SUMS`` each row is
+    then added to row ``labels[i]`` of ``sums [k, d]`` (contiguous; relaxed float atomics, as ``index_add_``) while
+    the rows are still in cache, which saves the update a second read of ``x`` from memory."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < n
     # strides arrive divided by VEC: the products below are known multiples of VEC (vector loads)
@@ -60,3 +64,10 @@ def nearest_kernel(
         arg = tl.where(better, tile_arg + n0, arg)
     tl.store(labels_ptr + rows, arg.to(tl.int64), mask=row_ok)
     tl.store(best_ptr + rows, best, mask=row_ok)
+    if WANT_SUMS:
+        sum_rows = sums_ptr + arg.to(tl.int64)[:, None] * d
+        for k0 in range(0, d, BLOCK_K):
+            dk = k0 + offs_k
+            inside = row_ok[:, None] & (dk < d)[None, :]
+            a = tl.load(x_rows + dk[None, :], mask=inside, other=0.0)
+            tl.atomic_add(sum_rows + dk[None, :], a, mask=inside, sem="relaxed")

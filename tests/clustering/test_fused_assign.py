@@ -105,6 +105,27 @@ def test_ties_go_to_the_lower_index_within_and_across_tiles(device):
     assert bool((result.labels[::7] == 5).all())
 
 
+def test_sums_add_every_row_to_its_nearest_centroid_across_calls(device):
+    x, centroids = small_ints((300, 33), 16, device), small_ints((20, 33), 17, device)  # exact sums in any order
+    sums = torch.ones(20, 33, device=device)  # the kernel adds to what is there
+    first = fused_nearest(x[:120], centroids, sums=sums)
+    second = fused_nearest(x[120:], centroids, sums=sums)
+    labels = torch.cat([first.labels, second.labels])
+    expected = torch.ones(20, 33, dtype=torch.float64).index_add_(0, labels.cpu(), x.double().cpu())
+    assert torch.equal(sums.double().cpu(), expected)
+    assert torch.equal(labels, fused_nearest(x, centroids).labels)  # the sums change nothing else
+
+
+def test_bad_sums_raise(device):
+    x, centroids = torch.zeros(3, 4, device=device), torch.zeros(2, 4, device=device)
+    with pytest.raises(ValueError, match=r"sums must be contiguous float32 \[2, 4\] .* \(2, 3\)"):
+        fused_nearest(x, centroids, sums=torch.zeros(2, 3, device=device))
+    with pytest.raises(ValueError, match="sums must be .* torch.float64"):
+        fused_nearest(x, centroids, sums=torch.zeros(2, 4, dtype=torch.float64, device=device))
+    with pytest.raises(ValueError, match="not contiguous"):
+        fused_nearest(x, centroids, sums=torch.zeros(4, 2, device=device).T)
+
+
 def test_c_sq_is_used_as_given(device):
     x, centroids = gaussian((50, 20), 4, device), gaussian((9, 20), 5, device)
     c_sq = torch.zeros(9, device=device)
@@ -216,26 +237,29 @@ from triton.compiler import ASTSource
 from recbole_mm.clustering.fused_assign import CONFIGS, _kernel
 
 jit = _kernel().fn
-kinds = dict(x_ptr="*fp32", c_ptr="*fp32", c_sq_ptr="*fp32", labels_ptr="*i64", best_ptr="*fp32")
+kinds = dict(x_ptr="*fp32", c_ptr="*fp32", c_sq_ptr="*fp32", labels_ptr="*i64", best_ptr="*fp32", sums_ptr="*fp32")
 signature = {name: kinds.get(name, "constexpr" if name.isupper() else "i32") for name in jit.arg_names}
-for vec, (block_m, block_n, block_k, warps, stages) in [(4, c) for c in CONFIGS] + [(1, CONFIGS[0])]:
-    constants = dict(VEC=vec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
-    source = ASTSource(fn=jit, signature=signature, constexprs=constants)
-    built = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
-    ptx = built.asm["ptx"]
-    print("ok" if "wgmma.mma_async" in ptx and ".tf32" in ptx else "no-tf32-wgmma", block_m, block_n, block_k, vec)
+for sums in (False, True):
+    for vec, (block_m, block_n, block_k, warps, stages) in [(4, c) for c in CONFIGS] + [(1, CONFIGS[0])]:
+        constants = dict(VEC=vec, WANT_SUMS=sums, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+        source = ASTSource(fn=jit, signature=signature, constexprs=constants)
+        options = dict(num_warps=warps, num_stages=stages)
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        ok = "wgmma.mma_async" in ptx and ".tf32" in ptx and (("atom.global" in ptx) == sums)
+        print("ok" if ok else "no-tf32-wgmma-or-atomics", block_m, block_n, block_k, vec, sums)
 """
 
 
 @needs_triton
 def test_every_config_builds_for_the_h100():
-    """Compile only, no GPU needed: each autotune config (and the unaligned-row variant) lowers to sm_90 code
-    with TF32 wgmma instructions (ptxas included), in a fresh process where Triton compiles."""
+    """Compile only, no GPU needed: each autotune config (and the unaligned-row variant), with and without the
+    fused sums, lowers to sm_90 code with TF32 wgmma instructions (and global atomics exactly when it adds the sums;
+    ptxas included), in a fresh process where Triton compiles."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", BUILD_FOR_H100], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = run.stdout.splitlines()
-    assert len(lines) == len(fused_assign.CONFIGS) + 1 and all(line.startswith("ok ") for line in lines), lines
+    assert len(lines) == 2 * (len(fused_assign.CONFIGS) + 1) and all(line.startswith("ok ") for line in lines), lines
 
 
 @pytest.mark.parametrize("n, d, k", [(50_000, 300, 17_879), (20_000, 256, 1024)])
