@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from recbole_mm.clustering import kmeans, kmeans_reference
-from recbole_mm.clustering import assign, span
+from recbole_mm.clustering import assign, fused_assign, span
 from recbole_mm.clustering.assign import matmul_precision, padded_operands
 from recbole_mm.clustering.reference import reference_batches
 
@@ -290,6 +290,9 @@ def run_regime(name, spec, device, reps, scale):
             f"{peer:<32}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}"
         )
     print(f"{'floor (GEMMs alone)':<32}{floor * 1000:>10.1f}ms{floor / ours_time:>8.2f}x")
+    if fused_assign._kernel.cache_info().currsize:  # the fused kernel ran: which autotuned tiles it uses
+        for key, config in fused_assign._kernel().cache.items():
+            print(f"fused kernel config for (d, k, ...) = {key}: {config}")
 
 
 def main():
