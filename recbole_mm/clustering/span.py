@@ -4,15 +4,15 @@ Every centroid Lloyd's algorithm produces is either an initial centroid or the m
 is a weighted sum ``c_j = sum_i w[i, j] y_i`` of the rows ``y`` of ``[points; initial centroids]``. Distances then
 only need inner products of those rows: ``||y_i - c_j||^2 = G_ii - 2 (G w)_ij + w_j^T G w_j`` with the Gram matrix
 ``G = y y^T``. For a problem of ``n`` points with ``n + k <= MAX_SPAN`` (issue 3's batched regime: 100 points,
-k = 8, 512 dims), ``G`` is at most 128 x 128: one Triton program per problem keeps it in registers and runs all the
-iterations without touching the points again. The points are read to build ``G``, once more to turn the final
+k = 8, 512 dims), ``G`` is at most 128 x 128: one Triton program per problem keeps it in shared memory and runs all
+the iterations without touching the points again. The points are read to build ``G``, once more to turn the final
 weights into centroids, and by the final labelling pass; the per-pass path reads them twice per iteration.
 
 It runs the same updates as :func:`recbole_mm.clustering.lloyd.lloyd` (empty clusters kept, spherical centroids
 re-normalised) for a fixed iteration count; tolerances and ``empty='farthest'`` stay on the per-pass path. The
 distances differ from the per-pass path's in rounding only (``G`` and the kernel's products ``G w`` use the pass's
-precision: TF32 by default on CUDA, three-pass TF32 for ``'highest'``), so labels can differ at near-ties. The kernel has no atomics:
-for the same ``G`` it is deterministic.
+precision: TF32 by default on CUDA, three-pass TF32 for ``'highest'``), so labels can differ at near-ties. The
+kernel has no atomics: for the same ``G`` it is deterministic.
 """
 
 from functools import lru_cache
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from recbole_mm.clustering import fused_assign
 from recbole_mm.clustering.assign import matmul_precision
 
-MAX_SPAN = 128  # points + centroids per problem: G (float32, M x M) lives in one program's registers
+MAX_SPAN = 128  # points + centroids per problem (so k <= 64): G (M x M, float32) fits one program's shared memory
 ENABLED = True  # use the span kernel where it applies (see applies); False forces the per-pass path
 
 

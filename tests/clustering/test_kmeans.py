@@ -359,7 +359,10 @@ def test_matmul_precision_sets_cuda_products_both_ways_and_restores(globally):
     from recbole_mm.utils import set_tf32_matmul
 
     matmul = torch.backends.cuda.matmul
-    tf32_on = (lambda: matmul.fp32_precision == "tf32") if hasattr(matmul, "fp32_precision") else lambda: matmul.allow_tf32
+
+    def tf32_on():
+        return matmul.fp32_precision == "tf32" if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+
     cuda = torch.device("cuda")
     try:
         set_tf32_matmul(globally)
