@@ -52,6 +52,7 @@ part results && {  # detached (setsid): the runner outlives this call while the 
   end=$(( $(date +%s) + ${RESULTS_WAIT:-540} ))  # then return; the next `results` call waits on the same runner
   sleep 5; while pgrep -f results/run_ml100k_mm.py > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
   cp saved/results_log.txt results/ml-100k_mm.md "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs  # $OUT: 8 files at most
+  tail -n 4 log/MISSRec/*.log log/SASRec/*.log log/BERT4Rec/*.log > "$OUT/progress.txt" 2>/dev/null  # unfinished runs' epochs
   for ckpt in saved/MISSRec-ml-100k_mm_A-*-seed*.pth; do  # finished pre-trainings, without the optimizer state
     [ -f "$ckpt" ] && python3 -c "import sys, torch, recbole_mm
 state = torch.load(sys.argv[1], map_location='cpu', weights_only=False); state.pop('optimizer', None)
