@@ -1,7 +1,8 @@
 """Benchmark: recbole_mm.clustering.kmeans against its peers, side by side in one process.
 
 Peers: ours (torch backend, with the fused Triton assignment on CUDA where it applies, and the same without it:
-cuBLAS products + min; in the batched regime the span kernel and the same without it, and the cupy backend;
+cuBLAS products + min; with bfloat16 products (opt-in ``precision='bf16'``); in the batched regime the span
+kernel and the same without it, and the cupy backend;
 reference-compatible mode in the one-pass regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``,
 fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
@@ -110,6 +111,14 @@ def peer_ours_tf32_pass(x, k, n_iter, init, one_pass=False, **_):
     return kmeans_reference(x, k, batch_size=2048, precision="tf32").centroids
 
 
+def peer_ours_bf16(x, k, n_iter, init, one_pass=False, **_):
+    if x.dim() != 2 or not x.is_cuda:
+        raise Unavailable("bfloat16 products: single problems on CUDA only")
+    if one_pass:
+        return kmeans_reference(x, k, batch_size=2048, precision="bf16").centroids
+    return kmeans(x, k, n_iter=n_iter, init=init, precision="bf16").centroids
+
+
 def peer_ours_unfused(x, k, n_iter, init, one_pass=False, **_):
     if not (x.is_cuda and x.dim() == 2 and assign.fused_applies(init.unsqueeze(0), "tf32")):
         raise Unavailable("the fused Triton path does not apply here")
@@ -209,6 +218,7 @@ PEERS = {
     "ours": peer_ours,
     "ours, cuBLAS + min": peer_ours_unfused,
     "ours, TF32 pass": peer_ours_tf32_pass,
+    "ours, bf16 products": peer_ours_bf16,
     "ours, per pass (no span kernel)": peer_ours_per_pass,
     "ours (cupy)": peer_ours_cupy,
     "TorchPQ": peer_torchpq,

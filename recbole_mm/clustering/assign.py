@@ -55,12 +55,13 @@ def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, bu
 
 @contextlib.contextmanager
 def matmul_precision(precision: str, device: torch.device):
-    """CUDA float32 matrix products inside the block in TF32 (``precision == 'tf32'``) or full float32
-    (``'highest'``, whatever the process-wide setting); nothing changes on other devices."""
+    """CUDA float32 matrix products inside the block in TF32 (``precision`` ``'tf32'``, or ``'bf16'``, whose
+    products cuBLAS then runs in TF32) or full float32 (``'highest'``, whatever the process-wide setting); nothing
+    changes on other devices."""
     if device.type != "cuda":
         yield
         return
-    tf32 = precision == "tf32"
+    tf32 = precision in ("tf32", "bf16")
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
         name, value = "fp32_precision", "tf32" if tf32 else "ieee"
@@ -91,8 +92,9 @@ def padded_operands(centroids: torch.Tensor):
 
 
 def fused_applies(centroids: torch.Tensor, precision: str) -> bool:
-    """Whether a pass uses the fused kernel: :data:`FUSED` on, one problem, TF32 allowed and Triton can run."""
-    return FUSED and centroids.shape[0] == 1 and precision == "tf32" and fused_assign.available(centroids)
+    """Whether a pass uses the fused kernel: :data:`FUSED` on, one problem, TF32 or bfloat16 products allowed and
+    Triton can run."""
+    return FUSED and centroids.shape[0] == 1 and precision in ("tf32", "bf16") and fused_assign.available(centroids)
 
 
 def load_block(x: torch.Tensor, b0: int, b1: int, r0: int, r1: int, device, dtype, cosine: bool) -> torch.Tensor:
@@ -121,8 +123,9 @@ def assign_pass(
         centroids: ``[B, k, d]`` on the compute device (unit rows in cosine mode).
         mask: bool ``[B, n]`` real points, or ``None``.
         budget: bytes of temporaries allowed per block.
-        precision: ``'highest'`` or ``'tf32'`` (CUDA float32 products only; a single CUDA float32 problem then
-            uses the fused Triton kernel when :func:`fused_applies`).
+        precision: ``'highest'``, ``'tf32'`` or ``'bf16'`` (CUDA float32 products only; a single CUDA float32
+            problem then uses the fused Triton kernel when :func:`fused_applies`, and bfloat16 products only
+            there: elsewhere ``'bf16'`` runs as ``'tf32'``).
         cosine: normalise the points (spherical k-means).
         rows: restrict the pass to these rows of every problem (mini-batch mode).
         want_labels, want_sums, want_dist: which outputs to compute.
@@ -152,7 +155,8 @@ def assign_pass(
                 # min(-1).indices: the first minimum, like argmin, and faster on CPU; the scores die at once
                 if fused:
                     into = sums[:k] if fused_sums else None
-                    lab = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0], into).labels.unsqueeze(0)
+                    found = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0], into, precision)
+                    lab = found.labels.unsqueeze(0)
                 elif b1 - b0 == 1:
                     lab = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).min(-1).indices.unsqueeze(0)
                 else:

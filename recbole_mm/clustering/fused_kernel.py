@@ -10,6 +10,14 @@ import triton.language as tl
 
 
 @triton.jit
+def _product(a, b, acc, BF16: tl.constexpr):
+    """``acc + a @ b`` on tensor cores: TF32 operands, or bfloat16 ones (float32 accumulation either way)."""
+    if BF16:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    return tl.dot(a, b, acc, input_precision="tf32")
+
+
+@triton.jit
 def nearest_kernel(
     x_ptr,
     c_ptr,
@@ -23,13 +31,15 @@ def nearest_kernel(
     stride_x,
     stride_c,
     VEC: tl.constexpr,
+    BF16: tl.constexpr,
     WANT_SUMS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """Per program, rows ``[pid * BLOCK_M, +BLOCK_M)`` of ``x [n, d]``: the first argmin over ``j < k`` of
-    ``c_sq[j] - 2 x . c_j`` into ``labels`` (int64) and its value into ``best``; ``stride_x * VEC`` and
+    ``c_sq[j] - 2 x . c_j`` (products in TF32, or in bfloat16 with ``BF16``) into ``labels`` (int64) and its value
+    into ``best``; ``stride_x * VEC`` and
     ``stride_c * VEC`` are the row strides (in floats) of ``x`` and ``c [k, d]``. With ``WANT_SUMS`` each row is
     then added to row ``labels[i]`` of ``sums [k, d]`` (contiguous; relaxed float atomics, as ``index_add_``) while
     the rows are still in cache, which saves the update a second read of ``x`` from memory."""
@@ -49,12 +59,12 @@ def nearest_kernel(
         for k0 in range(0, d_full, BLOCK_K):  # whole chunks: masks constant along d
             a = tl.load(x_rows + (k0 + offs_k)[None, :], mask=row_ok[:, None], other=0.0)
             b = tl.load(c_cols + (k0 + offs_k)[:, None], mask=col_ok[None, :], other=0.0)
-            dot = tl.dot(a, b, dot, input_precision="tf32")
+            dot = _product(a, b, dot, BF16)
         if d_full < d:  # the last, partial chunk reads zeros past d
             dk = d_full + offs_k
             a = tl.load(x_rows + dk[None, :], mask=row_ok[:, None] & (dk < d)[None, :], other=0.0)
             b = tl.load(c_cols + dk[:, None], mask=col_ok[None, :] & (dk < d)[:, None], other=0.0)
-            dot = tl.dot(a, b, dot, input_precision="tf32")
+            dot = _product(a, b, dot, BF16)
         # padded centroids (past k) score +inf, so they never win
         c_sq = tl.load(c_sq_ptr + cols, mask=col_ok, other=float("inf"))
         scores = c_sq[None, :] - 2.0 * dot

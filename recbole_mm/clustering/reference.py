@@ -25,7 +25,7 @@ import torch
 
 from recbole_mm.clustering.assign import assign_pass, default_budget
 from recbole_mm.clustering.result import ClusteringError, KMeansResult
-from recbole_mm.clustering.validation import check_choice, check_positive_int, check_problem
+from recbole_mm.clustering.validation import check_choice, check_positive_int, check_precision, check_problem
 
 
 def reference_batches(n_points: int, k: int, batch_size: int):
@@ -52,8 +52,9 @@ def kmeans_reference(
         k: number of clusters, ``1 <= k <= n``.
         batch_size: the reference's minibatch size (MISSRec uses 2048).
         seed: seeds the choice of initial rows in the first minibatch.
-        precision: ``'highest'`` (float32 products, as the reference's kernels) or ``'tf32'`` (CUDA float32
-            only: TF32 products through the fused assignment kernel; near-tie rows may take the other centroid).
+        precision: ``'highest'`` (float32 products, as the reference's kernels), ``'tf32'`` (CUDA float32
+            only: TF32 products through the fused assignment kernel; near-tie rows may take the other centroid) or
+            ``'bf16'`` (the same kernel with bfloat16 operands: faster, rounder; see :func:`kmeans`).
 
     Returns:
         :class:`KMeansResult` with ``labels [n]``, non-negative ``centroids [k, d]``, the exact inertia of the
@@ -63,11 +64,12 @@ def kmeans_reference(
     if problem.batched:
         raise ClusteringError(f"x: kmeans_reference clusters one problem [n, d], found shape {tuple(x.shape)}")
     check_positive_int("batch_size", batch_size)
-    check_choice("precision", precision, ("highest", "tf32"))
+    check_choice("precision", precision, ("highest", "tf32", "bf16"))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ClusteringError(f"seed: expected an integer, found {seed!r}")
     tokens = problem.x.to(problem.dtype)
     device = tokens.device
+    check_precision(precision, device, problem.dtype)
     budget = default_budget(device)
     bounds = reference_batches(tokens.shape[1], k, batch_size)
     first = np.random.RandomState(seed).choice(bounds[0][1] - bounds[0][0], k, replace=False)

@@ -28,6 +28,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # difference of two scores by at most 2e-3 * scale.
 REL_FP32 = 1e-4
 REL_TF32 = 2e-3
+REL_BF16 = 1.6e-2  # bfloat16: 7 mantissa bits against TF32's 10, so 8x
 
 
 @pytest.fixture
@@ -114,6 +115,17 @@ def test_sums_add_every_row_to_its_nearest_centroid_across_calls(device):
     expected = torch.ones(20, 33, dtype=torch.float64).index_add_(0, labels.cpu(), x.double().cpu())
     assert torch.equal(sums.double().cpu(), expected)
     assert torch.equal(labels, fused_nearest(x, centroids).labels)  # the sums change nothing else
+
+
+def test_bf16_refused_where_it_cannot_run(device):
+    x = torch.zeros(3, 4, device=device)
+    with pytest.raises(ValueError, match="precision must be 'tf32' or 'bf16', found 'fp16'"):
+        fused_nearest(x, x[:2], precision="fp16")
+    if device.type == "cpu":  # the interpreter's bfloat16 products are wrong: refused, not run
+        with pytest.raises(ValueError, match="bfloat16 products cannot run: Triton's CPU interpreter"):
+            fused_nearest(x, x[:2], precision="bf16")
+    else:
+        assert fused_assign.bf16_unavailable(device) is None
 
 
 def test_bad_sums_raise(device):
@@ -239,27 +251,28 @@ from recbole_mm.clustering.fused_assign import CONFIGS, _kernel
 jit = _kernel().fn
 kinds = dict(x_ptr="*fp32", c_ptr="*fp32", c_sq_ptr="*fp32", labels_ptr="*i64", best_ptr="*fp32", sums_ptr="*fp32")
 signature = {name: kinds.get(name, "constexpr" if name.isupper() else "i32") for name in jit.arg_names}
-for sums in (False, True):
+for bf16, sums in ((False, False), (False, True), (True, True)):
     for vec, (block_m, block_n, block_k, warps, stages) in [(4, c) for c in CONFIGS] + [(1, CONFIGS[0])]:
-        constants = dict(VEC=vec, WANT_SUMS=sums, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+        constants = dict(VEC=vec, BF16=bf16, WANT_SUMS=sums, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
         source = ASTSource(fn=jit, signature=signature, constexprs=constants)
         options = dict(num_warps=warps, num_stages=stages)
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
-        ok = "wgmma.mma_async" in ptx and ".tf32" in ptx and (("atom.global" in ptx) == sums)
-        print("ok" if ok else "no-tf32-wgmma-or-atomics", block_m, block_n, block_k, vec, sums)
+        kind = ".bf16" if bf16 else ".tf32"
+        ok = "wgmma.mma_async" in ptx and kind in ptx and (("atom.global" in ptx) == sums)
+        print("ok" if ok else "no-wgmma-or-atomics", block_m, block_n, block_k, vec, bf16, sums)
 """
 
 
 @needs_triton
 def test_every_config_builds_for_the_h100():
     """Compile only, no GPU needed: each autotune config (and the unaligned-row variant), with and without the
-    fused sums, lowers to sm_90 code with TF32 wgmma instructions (and global atomics exactly when it adds the sums;
-    ptxas included), in a fresh process where Triton compiles."""
+    fused sums and with bfloat16 operands, lowers to sm_90 code with TF32 (or bf16) wgmma instructions and global
+    atomics exactly when it adds the sums (ptxas included), in a fresh process where Triton compiles."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", BUILD_FOR_H100], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = run.stdout.splitlines()
-    assert len(lines) == 2 * (len(fused_assign.CONFIGS) + 1) and all(line.startswith("ok ") for line in lines), lines
+    assert len(lines) == 3 * (len(fused_assign.CONFIGS) + 1) and all(line.startswith("ok ") for line in lines), lines
 
 
 @pytest.mark.parametrize("n, d, k", [(50_000, 300, 17_879), (20_000, 256, 1024)])
@@ -270,6 +283,34 @@ def test_cuda_matches_float64_at_missrec_size(n, d, k):
     x, centroids = gaussian((n, d), 13, "cuda"), gaussian((k, d), 14, "cuda")
     result = fused_nearest(x, centroids)
     assert check_against_float64(x, centroids, result, REL_TF32) > 0.5
+
+
+@pytest.mark.parametrize("n, d, k", [(50_000, 300, 17_879), (20_000, 256, 1024)])
+@pytest.mark.gpu
+@needs_triton
+@needs_cuda
+def test_cuda_bf16_matches_float64_within_bf16_rounding(n, d, k):
+    x, centroids = gaussian((n, d), 13, "cuda"), gaussian((k, d), 14, "cuda")
+    sums = torch.zeros(k, d, device="cuda")
+    result = fused_nearest(x, centroids, sums=sums, precision="bf16")
+    assert check_against_float64(x, centroids, result, REL_BF16) > 0.1
+    expected = torch.zeros(k, d, dtype=torch.float64, device="cuda").index_add_(0, result.labels, x.double())
+    torch.testing.assert_close(sums.double(), expected, rtol=1e-4, atol=1e-3)  # float32 atomics, any order
+
+
+@pytest.mark.gpu
+@needs_triton
+@needs_cuda
+def test_cuda_bf16_kmeans_and_reference_pass_within_half_percent(fused_calls):
+    x = gaussian((50_000, 300), 15, "cuda")
+    start = kmeans(x, 2001, n_iter=0, seed=0).centroids
+    fast = kmeans(x, 2001, n_iter=10, init=start, precision="bf16")
+    assert len(fused_calls) >= 11  # ten Lloyd passes and the final one (a block each, at least)
+    exact = kmeans(x.double(), 2001, n_iter=10, init=start.double())  # float64: no kernel
+    assert fast.inertia / exact.inertia < 1.005
+    one_pass = kmeans_reference(x, 2001, precision="bf16")
+    faithful = kmeans_reference(x, 2001)
+    assert abs(one_pass.inertia / faithful.inertia - 1) < 0.005
 
 
 @pytest.mark.gpu
