@@ -140,8 +140,9 @@ def fused_nearest(
         )
     if precision not in ("tf32", "bf16"):
         raise ValueError(f"fused_nearest: precision must be 'tf32' or 'bf16', found {precision!r}")
-    if precision == "bf16" and bf16_unavailable(x.device) is not None:
-        raise ValueError(f"fused_nearest: bfloat16 products cannot run: {bf16_unavailable(x.device)}")
+    reason = bf16_unavailable(x.device) if precision == "bf16" else None
+    if reason is not None:
+        raise ValueError(f"fused_nearest: bfloat16 products cannot run: {reason}")
     n, d = x.shape
     k = centroids.shape[0]
     if c_sq is None:

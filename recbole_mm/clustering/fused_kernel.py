@@ -43,10 +43,10 @@ def nearest_kernel(
 ):
     """Per program, rows ``[pid * BLOCK_M, +BLOCK_M)`` of ``x [n, d]``: the first argmin over ``j < k`` of
     ``c_sq[j] - 2 x . c_j`` (products in TF32, or in bfloat16 with ``BF16``) into ``labels`` (int64) and its value
-    into ``best``; ``stride_x * VEC`` and
-    ``stride_c * VEC`` are the row strides (in floats) of ``x`` and ``c [k, d]``. With ``WANT_SUMS`` each row is
-    then added to row ``labels[i]`` of ``sums [k, d]`` (contiguous; relaxed float atomics, as ``index_add_``) while
-    the rows are still in cache, which saves the update a second read of ``x`` from memory."""
+    into ``best``; ``stride_x * VEC`` and ``stride_c * VEC`` are the row strides (in floats) of ``x`` and
+    ``c [k, d]``. With ``WANT_SUMS`` each row is then added to row ``labels[i]`` of ``sums [k, d]`` (contiguous;
+    relaxed float atomics, as ``index_add_``) while the rows are still in cache, which saves the update a second
+    read of ``x`` from memory."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < n
     # strides arrive divided by VEC: the products below are known multiples of VEC (vector loads)

@@ -70,9 +70,10 @@ def kmeans(
         minibatch_size: rows per mini-batch for mini-batch k-means; ``None`` runs full Lloyd passes.
         mask: bool ``[B, n]`` real points in batched mode (padding gets label ``-1`` and is ignored).
         precision: ``'highest'``, ``'tf32'`` or ``'bf16'`` for the assignment products; default ``'highest'`` on
-            CPU and ``'tf32'`` on CUDA float32. ``'bf16'`` (opt-in, CUDA float32 with Triton) rounds the operands of
-            a single problem's products to bfloat16 in the fused kernel: twice TF32's tensor-core rate, about 8x
-            its rounding (the reported inertia is still exact); batched problems run it as ``'tf32'``.
+            CPU and ``'tf32'`` on CUDA float32. ``'bf16'`` (opt-in, CUDA float32 with Triton) rounds the operands
+            of the fused kernel's products to bfloat16: twice TF32's tensor-core rate, about 8x its rounding (the
+            reported inertia is still exact). That kernel runs single problems; where it does not (batched
+            problems, and problems with ``n + k <= 128``, which take the span kernel), ``'bf16'`` runs as TF32.
         device: compute device (default: ``x``'s); a CPU ``x`` with a CUDA device streams through the GPU.
 
     Returns:

@@ -2,9 +2,9 @@
 
 One iteration is one pass of :func:`recbole_mm.clustering.assign.assign_pass` that assigns every point to
 the nearest current centroid and accumulates the per-cluster sums in the same sweep, then one centroid
-update (many small problems at once take the single-kernel path of :mod:`recbole_mm.clustering.span`). After the
-last update a final pass labels every point with its nearest *returned* centroid and
-measures the inertia exactly (``||x - c||^2`` of the assigned pair, accumulated in float64).
+update (small problems take the single-kernel path of :mod:`recbole_mm.clustering.span` instead). After the last
+update a final pass labels every point with its nearest *returned* centroid and measures the inertia exactly
+(``||x - c||^2`` of the assigned pair, accumulated in float64).
 """
 
 from typing import Optional

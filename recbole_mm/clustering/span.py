@@ -1,4 +1,4 @@
-"""Lloyd iterations in the span of the points: many small problems (batched mode) on CUDA in one kernel.
+"""Lloyd iterations in the span of the points: small problems (above all many at once, batched) in one kernel.
 
 Every centroid Lloyd's algorithm produces is either an initial centroid or the mean of some of the points, so it
 is a weighted sum ``c_j = sum_i w[i, j] y_i`` of the rows ``y`` of ``[points; initial centroids]``. Distances then

@@ -114,8 +114,9 @@ def check_precision(precision: str, device: torch.device, dtype: torch.dtype) ->
         raise ClusteringError(
             f"precision: 'bf16' runs in the fused Triton kernel on float32 CUDA data; found {dtype} on {device}"
         )
-    if fused_assign.bf16_unavailable(device) is not None:
-        raise ClusteringError(f"precision: 'bf16' cannot run here: {fused_assign.bf16_unavailable(device)}")
+    reason = fused_assign.bf16_unavailable(device)
+    if reason is not None:
+        raise ClusteringError(f"precision: 'bf16' cannot run here: {reason}")
 
 
 def check_positive_int(name: str, value, minimum: int = 1, optional: bool = False) -> None:
