@@ -163,6 +163,7 @@ def bench_finetune_epoch(args):
         config["allow_tf32"], config["enable_amp"], config["enable_scaler"] = tf32, amp, amp
         vars(model).pop("calculate_loss", None)  # the eager loss again
         torch._dynamo.reset()  # no compiled code shared between settings
+        torch._dynamo.utils.counters.clear()  # graph breaks and CUDA-graph skips counted per setting
         compile_training_loss(model, compile_mode)
         set_tf32_matmul(tf32)
         loader = DeviceTrainLoader(train_data, config, device) if on_device else train_data
@@ -187,7 +188,12 @@ def bench_finetune_epoch(args):
             f"   {label:<34}{train_s:>18.3f} s{valid_s:>10.3f} s{total:>8.3f} s{total / 10:>10.2f}x  {peak_memory(device)}"
         )
         if compile_mode:
-            print(f"   {'':<4}(its first training epoch, compiling: {compiling_s:.3f} s)")
+            counters = torch._dynamo.utils.counters
+            breaks, skips = sum(counters["graph_break"].values()), counters["inductor"]["cudagraph_skips"]
+            print(
+                f"   {'':<4}(its first training epoch, compiling: {compiling_s:.3f} s; graph breaks {breaks}, "
+                f"CUDA-graph skips {skips}: reasons in the log above)"
+            )
     vars(model).pop("calculate_loss", None)
     set_tf32_matmul(False)
     if args.breakdown:
