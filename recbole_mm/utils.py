@@ -118,11 +118,9 @@ def keeping_anomaly_mode():
 def set_tf32_matmul(enabled: bool) -> None:
     """Allow (or forbid) TF32 float32 matrix products on CUDA (config key ``allow_tf32``), through the API this
     torch has (``fp32_precision`` since 2.9; mixing it with the legacy switches is refused by some versions)."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        matmul.fp32_precision = "tf32" if enabled else "ieee"
-    else:
-        matmul.allow_tf32 = enabled
+    from recbole_mm.clustering.assign import tf32_switch
+
+    setattr(torch.backends.cuda.matmul, *tf32_switch(enabled))
 
 
 def compile_training_loss(model: torch.nn.Module, mode) -> None:

@@ -8,7 +8,7 @@ Triton kernel of :mod:`recbole_mm.clustering.fused_assign` does the products and
 """
 
 import contextlib
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,15 @@ def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, bu
     return 1, rows
 
 
+def tf32_switch(enabled: bool) -> Tuple[str, object]:
+    """The attribute of ``torch.backends.cuda.matmul`` that allows (or forbids) TF32 float32 products, and the
+    value to set: ``fp32_precision`` since torch 2.9 (mixing it with the legacy ``allow_tf32`` is refused by some
+    versions), else ``allow_tf32``."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return "fp32_precision", "tf32" if enabled else "ieee"
+    return "allow_tf32", enabled
+
+
 @contextlib.contextmanager
 def matmul_precision(precision: str, device: torch.device):
     """CUDA float32 matrix products inside the block in TF32 (``precision`` ``'tf32'``, or ``'bf16'``, whose
@@ -61,12 +70,8 @@ def matmul_precision(precision: str, device: torch.device):
     if device.type != "cuda":
         yield
         return
-    tf32 = precision in ("tf32", "bf16")
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
-    else:
-        name, value = "allow_tf32", tf32
+    name, value = tf32_switch(precision in ("tf32", "bf16"))
     saved = getattr(matmul, name)
     setattr(matmul, name, value)
     try:

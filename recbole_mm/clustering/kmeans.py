@@ -24,6 +24,7 @@ import torch
 from recbole_mm.clustering import backends
 from recbole_mm.clustering.result import ClusteringError, KMeansResult
 from recbole_mm.clustering.validation import (
+    PRECISIONS,
     check_choice,
     check_init,
     check_positive_int,
@@ -89,7 +90,7 @@ def kmeans(
     check_choice("distance", distance, ("euclidean", "cosine"))
     check_choice("empty", empty, ("keep", "farthest"))
     check_choice("backend", backend, ("torch", "faiss", "cupy", "auto"))
-    check_choice("precision", precision, (None, "highest", "tf32", "bf16"))
+    check_choice("precision", precision, (None, *PRECISIONS))
     if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
         raise ClusteringError(f"tol: expected None or a number >= 0, found {tol!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -25,7 +25,13 @@ import torch
 
 from recbole_mm.clustering.assign import assign_pass, default_budget
 from recbole_mm.clustering.result import ClusteringError, KMeansResult
-from recbole_mm.clustering.validation import check_choice, check_positive_int, check_precision, check_problem
+from recbole_mm.clustering.validation import (
+    PRECISIONS,
+    check_choice,
+    check_positive_int,
+    check_precision,
+    check_problem,
+)
 
 
 def reference_batches(n_points: int, k: int, batch_size: int):
@@ -64,7 +70,7 @@ def kmeans_reference(
     if problem.batched:
         raise ClusteringError(f"x: kmeans_reference clusters one problem [n, d], found shape {tuple(x.shape)}")
     check_positive_int("batch_size", batch_size)
-    check_choice("precision", precision, ("highest", "tf32", "bf16"))
+    check_choice("precision", precision, PRECISIONS)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ClusteringError(f"seed: expected an integer, found {seed!r}")
     tokens = problem.x.to(problem.dtype)

@@ -102,6 +102,9 @@ def check_choice(name: str, value, allowed) -> None:
         raise ClusteringError(f"{name}: expected one of {list(allowed)}, found {value!r}")
 
 
+PRECISIONS = ("highest", "tf32", "bf16")  # of the assignment products
+
+
 def check_precision(precision: str, device: torch.device, dtype: torch.dtype) -> None:
     """Raise unless ``precision`` can run: ``'bf16'`` needs the fused Triton kernel's hardware (float32 data on a
     CUDA GPU of compute capability 8.0 or newer, Triton installed, not its CPU interpreter, whose bfloat16
