@@ -1,12 +1,11 @@
 """results/run_ml100k_mm.py: metrics read from a run's output, per-run records that make the table resumable,
-and pre-trained rows that wait for their pre-training."""
+and pre-trainings that end before any fine-tuning starts."""
 
 import importlib.util
 import json
 import math
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -65,18 +64,28 @@ def test_a_record_whose_output_file_is_gone_is_run_again(runner, tmp_path):
     assert counter.read_text() == "2"
 
 
-def test_a_pretrained_row_starts_after_its_pretraining(runner, tmp_path):
-    order = tmp_path / "order.txt"
+def test_every_pretraining_ends_before_any_finetuning_starts(runner, tmp_path):
+    """Two pre-trainings (one slow) and three fine-tunings, two jobs: the fine-tunings start only after both
+    pre-trainings have ended, though a worker is free while the slow one runs; metrics come back by key."""
+    log = tmp_path / "log.txt"
 
-    def step(name, seconds):
-        code = f"import time; time.sleep({seconds}); open({str(order)!r}, 'a').write({name!r} + '\\n')"
+    def step(name, seconds, ndcg=None):
+        code = (
+            f"import time; log = open({str(log)!r}, 'a'); log.write({name!r} + ' start\\n'); log.flush(); "
+            f"time.sleep({seconds}); log.write({name!r} + ' end\\n')"
+        )
+        if ndcg is not None:
+            code += f"; print('  test        ndcg@10 {ndcg}')"
         return [sys.executable, "-c", code]
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pretraining = pool.submit(runner.run, step("pretrain", 1.0))
-        row = pool.submit(runner.run_after, pretraining, step("row", 0.0), None)
-        row.result()
-    assert order.read_text().split() == ["pretrain", "row"]
+    pretrainings = [(step("pt1", 1.5), None, None), (step("pt2", 0.0), None, None)]
+    finetunings = {(f"row{i}", 1): (step(f"row{i}", 0.0, i / 10), None) for i in range(3)}
+    metrics = runner.run_in_two_phases(pretrainings, finetunings, jobs=2)
+    assert metrics == {(f"row{i}", 1): {"ndcg@10": i / 10} for i in range(3)}
+    events = log.read_text().splitlines()
+    last_pretraining_end = max(events.index("pt1 end"), events.index("pt2 end"))
+    first_finetuning_start = min(events.index(f"row{i} start") for i in range(3))
+    assert last_pretraining_end < first_finetuning_start, events
 
 
 def test_a_failing_command_stops_the_table(runner, tmp_path, capsys):
@@ -96,16 +105,3 @@ def test_each_ablation_row_changes_one_setting_of_missrec_id_from_scratch(runner
     # one interest: K = ceil(ratio x T) = 1 for ml-100k_mm's T = 2 modalities x 1,682 items
     ratio = runner.ROWS["ablation: MISSRec, ID, from scratch, one interest"][1]["interest_ratio"]
     assert math.ceil(ratio * 2 * 1682) == 1
-
-
-def test_pretrained_runs_are_queued_after_every_from_scratch_run(runner):
-    rows = ["SASRec", "MISSRec, ID, pre-trained", "MISSRec, no ID, from scratch"]
-    order = runner.queue(rows, [1, 2])
-    assert order == [
-        ("SASRec", 1),
-        ("MISSRec, no ID, from scratch", 1),
-        ("SASRec", 2),
-        ("MISSRec, no ID, from scratch", 2),
-        ("MISSRec, ID, pre-trained", 1),
-        ("MISSRec, ID, pre-trained", 2),
-    ]
