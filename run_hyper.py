@@ -1,6 +1,7 @@
-"""Hyperparameter sweep of a recbole_mm or RecBole model (Ray Tune or hyperopt); see the README, "Hyperparameter sweeps".
+"""Hyperparameter sweep of a recbole_mm or RecBole model (Ray Tune or hyperopt); see the README,
+"Hyperparameter sweeps".
 
-    python run_hyper.py --model=SASRec --dataset=ml-100k_mm --params_file=hyper/SASRec.hyper --num_samples=8
+python run_hyper.py --model=SASRec --dataset=ml-100k_mm --params_file=hyper/SASRec.hyper --num_samples=8
 """
 
 import sys

@@ -11,8 +11,8 @@ resumable ``encode`` pipeline (chunks, atomic writes, sidecar); prints items/s a
 ``amazon``: writes a review JSON(.gz) file and a metadata file in the Amazon 2018 format, then runs
 ``python -m recbole_mm.prepare amazon --no-encode`` in a child process: wall time and the child's peak
 RSS; the same for the ratings-CSV form of the same interactions, with the ratio.
-``images``: writes JPEGs (``--size`` px, smooth gradients with grain, like product photos), then measures decoding alone (the worker
-pool, no model) side by side with the end-to-end ``encode`` image path (decode, resize, encode,
+``images``: writes JPEGs (``--size`` px, smooth gradients with grain, like product photos), then measures decoding
+alone (the worker pool, no model) side by side with the end-to-end ``encode`` image path (decode, resize, encode,
 write); prints images/s and the ratio. The target on the GPU machine is >= 2,000 images/s for CLIP
 ViT-B/32 (``--encoder clip:ViT-B-32.pt`` or ``hf-clip:<dir>``).
 """
@@ -81,11 +81,13 @@ def bench_text(args):
         )
         pipeline = time.perf_counter() - start
     print(
-        f"text, MiniLM on {encoder.device}, {args.items:,} items, batch {args.batch_size}, torch threads {torch_threads()}"
+        f"text, MiniLM on {encoder.device}, {args.items:,} items, batch {args.batch_size}, "
+        f"torch threads {torch_threads()}"
     )
     print(f"  encoder.encode        {args.items / raw:9.1f} items/s  ({raw:.2f} s)")
     print(
-        f"  prepare encode path   {args.items / pipeline:9.1f} items/s  ({pipeline:.2f} s)  ratio pipeline/raw time {pipeline / raw:.2f}"
+        f"  prepare encode path   {args.items / pipeline:9.1f} items/s  ({pipeline:.2f} s)  "
+        f"ratio pipeline/raw time {pipeline / raw:.2f}"
     )
 
 
@@ -169,7 +171,8 @@ def bench_amazon(args):
         reviews, ratings, meta = write_amazon(tmp, args.reviews)
         print(
             f"amazon step, {args.reviews:,} synthetic reviews (written in {time.perf_counter() - start:.1f} s; "
-            f"review file {os.path.getsize(reviews) / 2**20:.0f} MiB gzip, ratings {os.path.getsize(ratings) / 2**20:.0f} MiB)"
+            f"review file {os.path.getsize(reviews) / 2**20:.0f} MiB gzip, "
+            f"ratings {os.path.getsize(ratings) / 2**20:.0f} MiB)"
         )
         walls = {}
         for form, source in (("ratings CSV", ratings), ("review JSON.gz", reviews)):
@@ -237,7 +240,9 @@ def bench_images(args):
         for k, item in enumerate(ids[:DISTINCT_IMAGES]):  # one picture shifted per image: distinct files
             Image.fromarray(np.roll(base, k, axis=1)).save(os.path.join(image_dir, f"{item}.jpg"), quality=90)
         for k, item in enumerate(ids[DISTINCT_IMAGES:]):  # then copies (same decoding work, written much faster)
-            shutil.copyfile(os.path.join(image_dir, f"{ids[k % DISTINCT_IMAGES]}.jpg"), os.path.join(image_dir, f"{item}.jpg"))
+            shutil.copyfile(
+                os.path.join(image_dir, f"{ids[k % DISTINCT_IMAGES]}.jpg"), os.path.join(image_dir, f"{item}.jpg")
+            )
         write_index_file(os.path.join(tmp, "B.item2index"), ids)
         write_text_file(os.path.join(tmp, "B.text"), ids, [None] * len(ids))
         paths = [os.path.join(image_dir, f"{i}.jpg") for i in ids]
@@ -260,12 +265,14 @@ def bench_images(args):
         )
         total = time.perf_counter() - start
     print(
-        f"images, {encoder.name} on {device}, {args.images:,} JPEGs of {args.size} px, workers {args.workers or os.cpu_count()}, "
+        f"images, {encoder.name} on {device}, {args.images:,} JPEGs of {args.size} px, "
+        f"workers {args.workers or os.cpu_count()}, "
         f"batch {args.batch_size}, draft {args.jpeg_draft}"
     )
     print(f"  decode only (pool)        {args.images / decode:9.1f} images/s")
     print(
-        f"  end-to-end encode path    {args.images / total:9.1f} images/s  ratio end-to-end/decode time {total / decode:.2f}"
+        f"  end-to-end encode path    {args.images / total:9.1f} images/s  "
+        f"ratio end-to-end/decode time {total / decode:.2f}"
     )
 
 
@@ -284,7 +291,9 @@ def main():
     images.add_argument("--images", type=int, default=2000)
     images.add_argument("--size", type=int, default=500, help="side of the synthetic JPEGs")
     images.add_argument(
-        "--encoder", required=True, help=f"clip:FILE.pt, hf-clip:DIR or {RANDOM_VIT_B32} (random weights, real architecture)"
+        "--encoder",
+        required=True,
+        help=f"clip:FILE.pt, hf-clip:DIR or {RANDOM_VIT_B32} (random weights, real architecture)",
     )
     images.add_argument("--workers", type=int, default=None)
     images.add_argument("--jpeg-draft", action="store_true")

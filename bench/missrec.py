@@ -91,7 +91,7 @@ def timed(fn, device, reps=1, warmup=True):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times[int(warmup):])
+    return statistics.median(times[int(warmup) :])
 
 
 def peak_memory(device):
@@ -185,7 +185,8 @@ def bench_finetune_epoch(args):
             continue
         total = train_s + valid_s
         print(
-            f"   {label:<34}{train_s:>18.3f} s{valid_s:>10.3f} s{total:>8.3f} s{total / 10:>10.2f}x  {peak_memory(device)}"
+            f"   {label:<34}{train_s:>18.3f} s{valid_s:>10.3f} s{total:>8.3f} s{total / 10:>10.2f}x  "
+            f"{peak_memory(device)}"
         )
         if compile_mode:
             counters = torch._dynamo.utils.counters
@@ -229,11 +230,11 @@ def epoch_breakdown(model, train_data, device, steps=100):
             torch.cuda.synchronize(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     steps_total = len(train_data)
-    return (
-        f"   breakdown: interest discovery {discovery:.3f} s; dataloader alone {loading:.3f} s for "
-        f"{steps_total} batches; {per_step * 1000:.2f} ms per training step x {steps_total} = {per_step * steps_total:.3f} s\n"
-        + prof.key_averages().table(sort_by=sort, row_limit=18)
+    summary = (
+        f"   breakdown: interest discovery {discovery:.3f} s; dataloader alone {loading:.3f} s for {steps_total} "
+        f"batches; {per_step * 1000:.2f} ms per training step x {steps_total} = {per_step * steps_total:.3f} s\n"
     )
+    return summary + prof.key_averages().table(sort_by=sort, row_limit=18)
 
 
 def enlarge_catalogue(model, n_items, generator):
@@ -284,7 +285,9 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the reference sizes (items, users)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up (median reported)")
     parser.add_argument(
-        "--parts", default="A,B,C", help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)"
+        "--parts",
+        default="A,B,C",
+        help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)",
     )
     parser.add_argument("--breakdown", action="store_true", help="B: time the parts of an epoch, profile 100 steps")
     parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")

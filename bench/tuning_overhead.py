@@ -55,8 +55,13 @@ def run_tool(rates, epochs, work, name, **options):
         f.write(f"learning_rate choice {rates}\n")
     start = time.perf_counter()
     result = run_sweep(
-        "BPR", "ml-100k", space, None, fixed_config(epochs),
-        SweepOptions(search="grid", scheduler="fifo", **options), os.path.join(work, name),
+        "BPR",
+        "ml-100k",
+        space,
+        None,
+        fixed_config(epochs),
+        SweepOptions(search="grid", scheduler="fifo", **options),
+        os.path.join(work, name),
     )
     wall = time.perf_counter() - start
     assert all(r.status == "completed" for r in result.records), [r.error for r in result.records]
@@ -79,13 +84,20 @@ def main():
 
         for name, concurrent in (("ray x1", 1), ("ray x2", 0)):
             start = time.perf_counter()
-            ray.init(num_cpus=args.cpus, include_dashboard=False, runtime_env={"env_vars": {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}})
+            ray.init(
+                num_cpus=args.cpus,
+                include_dashboard=False,
+                runtime_env={"env_vars": {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}},
+            )
             init_s = time.perf_counter() - start
             wall, inner = run_tool(rates, args.epochs, work, name.replace(" ", ""), max_concurrent=concurrent)
             ray.shutdown()
             rows.append((f"{name} (ray.init {init_s:.1f} s)", init_s + wall, inner))
     base = rows[0][1]
-    print(f"\nBPR on ml-100k, {len(rates)} trials x {args.epochs} epochs, {os.cpu_count()} cores, torch threads per trial: 1")
+    print(
+        f"\nBPR on ml-100k, {len(rates)} trials x {args.epochs} epochs, {os.cpu_count()} cores, "
+        "torch threads per trial: 1"
+    )
     print(f"{'way':32s} {'wall s':>8s} {'trials s':>9s} {'vs serial':>10s}")
     for name, wall, inner in rows:
         print(f"{name:32s} {wall:8.1f} {inner if inner is not None else wall:9.1f} {wall / base:9.2f}x")

@@ -53,7 +53,10 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for file in [os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")]:
+        for file in [
+            os.path.join(PROPERTIES_DIR, "overall.yaml"),
+            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+        ]:
             if os.path.isfile(file):
                 self._update_internal_config_dict(file)
         data_path = self.external_config_dict.get("data_path") or self.internal_config_dict["data_path"]

@@ -137,7 +137,9 @@ def compile_training_loss(model: torch.nn.Module, mode) -> None:
     if mode is None:
         return
     if mode not in COMPILE_MODES:
-        raise ConfigError(f"config key 'compile_mode': expected None or one of {', '.join(COMPILE_MODES)}, found {mode!r}")
+        raise ConfigError(
+            f"config key 'compile_mode': expected None or one of {', '.join(COMPILE_MODES)}, found {mode!r}"
+        )
     model.calculate_loss = torch.compile(model.calculate_loss, mode=mode, dynamic=False)
 
 

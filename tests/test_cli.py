@@ -9,7 +9,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(*args, cwd):
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_recbole_mm.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, os.path.join(ROOT, "run_recbole_mm.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -84,7 +84,6 @@ def test_compile_mode_is_checked():
     assert Config(model="SASRec", dataset="ml-100k_mm")["compile_mode"] is None
 
 
-
 def test_gpu_id_for_a_device_name():
     from recbole_mm.errors import ConfigError
     from recbole_mm.utils import gpu_id_for
@@ -103,9 +102,7 @@ def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
 def test_a_dataset_folder_config_is_loaded_under_user_settings(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "mine.yaml").write_text("plm_size: 384\ntopk: [20]\nhidden_size: 32\n")
-    config = Config(
-        model="SASRec", dataset="mine", config_dict={"data_path": str(tmp_path), "hidden_size": 16}
-    )
+    config = Config(model="SASRec", dataset="mine", config_dict={"data_path": str(tmp_path), "hidden_size": 16})
     assert config["plm_size"] == 384 and config["topk"] == [20]  # over the model's and recbole_mm's defaults
     assert config["hidden_size"] == 16  # the user's setting wins
     assert "plm_size" in config.parameters["Dataset"]

@@ -38,6 +38,7 @@ def sasrec_run(ml100k_root, tmp_path_factory):
 
 def popularity_ndcg_at_10(root) -> float:
     """NDCG@10 of ranking every item by its training-target count (no history masking, as the protocol)."""
+
     def read(part):
         frame = pd.read_csv(root / "ml-100k_mm" / f"ml-100k_mm.{part}.inter", sep="\t")
         return frame.iloc[:, 2].to_numpy()

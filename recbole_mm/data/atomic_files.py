@@ -77,7 +77,9 @@ def chronological_sequences(inter: pd.DataFrame) -> Tuple[List[List[int]], List[
     return sequences, user_ids, item_ids
 
 
-def leave_one_out(sequences: Sequence[Sequence[int]], max_history: int = 50) -> Dict[str, List[Tuple[int, List[int], int]]]:
+def leave_one_out(
+    sequences: Sequence[Sequence[int]], max_history: int = 50
+) -> Dict[str, List[Tuple[int, List[int], int]]]:
     """Split chronological per-user item sequences into leave-one-out rows.
 
     Args:

@@ -42,7 +42,9 @@ class DeviceTrainLoader:
         if not config["single_spec"]:
             reasons.append("training is distributed (each rank needs RecBole's DistributedSampler)")
         if reasons:
-            raise ConfigError(f"config key 'train_data_on_device': cannot draw batches on the device: {'; '.join(reasons)}")
+            raise ConfigError(
+                f"config key 'train_data_on_device': cannot draw batches on the device: {'; '.join(reasons)}"
+            )
         self.loader = loader
         self.device = torch.device(device)
         self.rows = loader._dataset.inter_feat.to(self.device)

@@ -111,7 +111,9 @@ def open_feature_file(path: str, dim: Optional[int]) -> np.ndarray:
         except ValueError as err:
             raise FeatureFileError(f"feature file {path} is not a readable .npy array: {err}") from None
         if matrix.ndim != 2:
-            raise FeatureFileError(f"feature file {path}: expected a 2-D array [items, dim], found shape {matrix.shape}")
+            raise FeatureFileError(
+                f"feature file {path}: expected a 2-D array [items, dim], found shape {matrix.shape}"
+            )
         if not np.issubdtype(matrix.dtype, np.floating):
             raise FeatureFileError(f"feature file {path}: expected a float array, found dtype {matrix.dtype}")
         if dim is not None and matrix.shape[1] != dim:
@@ -156,9 +158,7 @@ def parse_item_rows(tokens: np.ndarray, n_domains: int = 0, what: str = "item to
     split = pd.Series(tokens, dtype=object).str.split("-", n=1, expand=True)
     if split.shape[1] != 2 or split[1].isna().any():
         bad = tokens[split[1].isna().to_numpy()] if split.shape[1] == 2 else tokens
-        raise FeatureFileError(
-            f"{what}: multi-domain item tokens must look like '<k>-<row>', found {bad[:5].tolist()}"
-        )
+        raise FeatureFileError(f"{what}: multi-domain item tokens must look like '<k>-<row>', found {bad[:5].tolist()}")
     domains = _parse_int_tokens(split[0].to_numpy(dtype=object), what)
     if (domains >= n_domains).any():
         raise FeatureFileError(

@@ -57,7 +57,9 @@ def chronological_sequences(inter: pd.DataFrame):
     """Per-user item-index sequences in time order, with the raw ids behind the indices (ties broken by
     the numeric user, then item id)."""
     numeric = inter.assign(
-        user_id=inter["user_id"].astype(int), item_id=inter["item_id"].astype(int), timestamp=inter["timestamp"].astype(float)
+        user_id=inter["user_id"].astype(int),
+        item_id=inter["item_id"].astype(int),
+        timestamp=inter["timestamp"].astype(float),
     )
     sequences, user_ids, item_ids = atomic_files.chronological_sequences(numeric)
     return sequences, [str(u) for u in user_ids], [str(i) for i in item_ids]
@@ -70,7 +72,9 @@ def item_descriptions(items: pd.DataFrame, item_ids):
     for raw in item_ids:
         row = by_id.loc[raw]
         title, year = row["movie_title"].strip(), row["release_year"].strip()
-        texts.append(None if title.lower() in UNKNOWN else (f"{title} ({year})" if year.lower() not in UNKNOWN else title))
+        texts.append(
+            None if title.lower() in UNKNOWN else (f"{title} ({year})" if year.lower() not in UNKNOWN else title)
+        )
         names = [g for g in row["class"].split() if g.lower() not in UNKNOWN]
         genres.append(f"Genres: {', '.join(names)}." if names else None)
     return texts, genres

@@ -63,7 +63,11 @@ def ensure_dataset(config) -> None:
     if missing:
         found = available_datasets(root)
         nested = sorted(glob.glob(os.path.join(glob.escape(root), "*", name)))
-        hint = f" A folder '{name}' exists under {os.path.abspath(os.path.dirname(nested[0]))}: pass --data_path there." if nested else ""
+        hint = (
+            f" A folder '{name}' exists under {os.path.abspath(os.path.dirname(nested[0]))}: pass --data_path there."
+            if nested
+            else ""
+        )
         raise DatasetNotFoundError(
             f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)} "
             f"(data_path={os.path.abspath(root)}). Datasets there: {', '.join(found) or 'none'}; always available: "

@@ -69,7 +69,8 @@ class _ClipBase:
 
     @torch.no_grad()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 ``[b, size, size, 3]`` (from :func:`~recbole_mm.encoders.images.decode_image`) -> ``[b, dim]`` float32."""
+        """uint8 ``[b, size, size, 3]`` (from :func:`~recbole_mm.encoders.images.decode_image`) ->
+        ``[b, dim]`` float32."""
         if pixels.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"expected pixels [b, {self.image_size}, {self.image_size}, 3], got {pixels.shape}")
         out = np.zeros((len(pixels), self.dim), dtype=np.float32)
@@ -145,7 +146,8 @@ class OpenAIClipEncoder(_ClipBase):
             from clip.model import build_model
         except ImportError as err:
             raise ImportError(
-                f"the OpenAI CLIP encoder needs the clip package and torchvision: pip install 'recbole_mm[clip]' ({err})"
+                "the OpenAI CLIP encoder needs the clip package and torchvision: "
+                f"pip install 'recbole_mm[clip]' ({err})"
             ) from None
         self.device, self.dtype = _device_dtype(device)
         self.batch_size = batch_size

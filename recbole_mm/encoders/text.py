@@ -39,7 +39,9 @@ class MiniLMEncoder:
         (1, 384)
     """
 
-    def __init__(self, model_dir: Optional[str] = None, device: str = "cpu", batch_size: int = 128, max_length: int = 128):
+    def __init__(
+        self, model_dir: Optional[str] = None, device: str = "cpu", batch_size: int = 128, max_length: int = 128
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer

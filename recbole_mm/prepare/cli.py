@@ -8,8 +8,10 @@ Examples::
         --domain Home H.csv meta_H.json.gz ...
     python -m recbole_mm.prepare movielens-1m --source ml-1m/
     python -m recbole_mm.prepare mmrec --source data/baby --name baby
-    python -m recbole_mm.prepare download-images --meta meta_X.json.gz --items dataset/X_mm_full/X_mm_full.item2index --out images/X
-    python -m recbole_mm.prepare encode --dir dataset/X_mm_full --name X_mm_full --encoder hf-clip:clip-vit-base-patch32 --images images/X
+    python -m recbole_mm.prepare download-images --meta meta_X.json.gz \\
+        --items dataset/X_mm_full/X_mm_full.item2index --out images/X
+    python -m recbole_mm.prepare encode --dir dataset/X_mm_full --name X_mm_full \\
+        --encoder hf-clip:clip-vit-base-patch32 --images images/X
 """
 
 import argparse

@@ -146,7 +146,8 @@ def download_images(
     for item, reason in failed.items():
         report.skip("failed downloads", f"{item}: {reason}")
     report.note(
-        f"{len(urls):,} items with an image URL: {fetched:,} fetched, {len(urls) - len(todo) - len(bad_ids):,} already present"
+        f"{len(urls):,} items with an image URL: {fetched:,} fetched, "
+        f"{len(urls) - len(todo) - len(bad_ids):,} already present"
     )
     with atomic_write(os.path.join(out, "failed.tsv")) as f:
         f.write("item_id\treason\n")

@@ -75,7 +75,8 @@ def read_splits(source_dir: str, name: str) -> Dict[str, List[Tuple[int, int]]]:
     bad = numbers.isna().any(axis=1) | (numbers < 0).any(axis=1) | ~numbers["x_label"].isin([0, 1, 2])
     if bad.any():
         raise PrepareError(
-            f"{inter_path}: rows {(np.flatnonzero(bad)[:5] + 2).tolist()} need non-negative integer ids and x_label 0, 1 or 2"
+            f"{inter_path}: rows {(np.flatnonzero(bad)[:5] + 2).tolist()} need non-negative integer ids "
+            "and x_label 0, 1 or 2"
         )
     numbers = numbers.astype("int64")
     return {

@@ -19,17 +19,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", required=True, help="dataset name under data_path")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--params_file", required=True, help="search space: RecBole .hyper lines or .yaml")
-    parser.add_argument("--tool", default="ray", choices=TOOLS, help="ray (parallel, ASHA pruning) or hyperopt (sequential)")
-    parser.add_argument("--search", default="random", choices=("random", "grid", "bayes"), help="random sampling, full grid of choices, or TPE (hyperopt only)")
-    parser.add_argument("--num_samples", type=int, default=10, help="trials to sample (random/bayes; grid runs every point once)")
-    parser.add_argument("--scheduler", default="asha", choices=SCHEDULERS, help="ray: asha prunes trials early, fifo runs all to the end")
+    parser.add_argument(
+        "--tool", default="ray", choices=TOOLS, help="ray (parallel, ASHA pruning) or hyperopt (sequential)"
+    )
+    parser.add_argument(
+        "--search",
+        default="random",
+        choices=("random", "grid", "bayes"),
+        help="random sampling, full grid of choices, or TPE (hyperopt only)",
+    )
+    parser.add_argument(
+        "--num_samples", type=int, default=10, help="trials to sample (random/bayes; grid runs every point once)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        default="asha",
+        choices=SCHEDULERS,
+        help="ray: asha prunes trials early, fifo runs all to the end",
+    )
     parser.add_argument("--grace_period", type=int, default=1, help="asha: epochs before a trial may be stopped")
     parser.add_argument("--reduction_factor", type=int, default=2, help="asha: keep the top 1/factor at each rung")
-    parser.add_argument("--max_concurrent", type=int, default=0, help="ray: trials at once (0: as many as resources allow)")
+    parser.add_argument(
+        "--max_concurrent", type=int, default=0, help="ray: trials at once (0: as many as resources allow)"
+    )
     parser.add_argument("--cpus_per_trial", type=float, default=1.0, help="ray: CPUs reserved per trial")
     parser.add_argument("--gpus_per_trial", type=float, default=0.0, help="ray: GPUs per trial (fractions share a GPU)")
     parser.add_argument("--address", default=None, help="ray: join this cluster ('auto', host:port, ray://host:port)")
-    parser.add_argument("--output_dir", default=None, help="results folder (default saved/hyper/<model>-<dataset>-<time>)")
+    parser.add_argument(
+        "--output_dir", default=None, help="results folder (default saved/hyper/<model>-<dataset>-<time>)"
+    )
     return parser
 
 

@@ -101,7 +101,9 @@ class _ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         status = COMPLETED if last.get("finished") else STOPPED
-        self.progress("end", trial.trial_id, status=status, epochs=last.get("epoch", 0), best=last.get("best_valid_score"))
+        self.progress(
+            "end", trial.trial_id, status=status, epochs=last.get("epoch", 0), best=last.get("best_valid_score")
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -136,8 +138,13 @@ def _record(result, setup: SweepSetup) -> TrialRecord:
     if not metrics.get("finished"):
         return TrialRecord(trial_id, params, STOPPED, curve, best)
     return TrialRecord(
-        trial_id, params, COMPLETED, curve, float(metrics["best_valid_score"]),
-        test_result=json.loads(metrics["test_result"]), saved_model_file=metrics.get("saved_model_file", ""),
+        trial_id,
+        params,
+        COMPLETED,
+        curve,
+        float(metrics["best_valid_score"]),
+        test_result=json.loads(metrics["test_result"]),
+        saved_model_file=metrics.get("saved_model_file", ""),
     )
 
 

@@ -97,7 +97,9 @@ def plot_curves(path: str, setup: SweepSetup, records: List[TrialRecord], best_i
             continue
         epochs, scores = zip(*r.curve)
         label = f"{r.trial_id} ({r.status}): " + ", ".join(f"{k}={_cell(v)}" for k, v in r.params.items())
-        ax.plot(epochs, scores, styles[r.status], marker="o", linewidth=2.5 if r.trial_id == best_id else 1.2, label=label)
+        ax.plot(
+            epochs, scores, styles[r.status], marker="o", linewidth=2.5 if r.trial_id == best_id else 1.2, label=label
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"valid {setup.valid_metric}")
     ax.set_title(f"{setup.model} on {setup.dataset}: validation {setup.valid_metric} per epoch")
@@ -105,7 +107,13 @@ def plot_curves(path: str, setup: SweepSetup, records: List[TrialRecord], best_i
     ax.grid(alpha=0.3)
     unplotted = [r.trial_id for r in records if not r.curve]
     if unplotted:
-        ax.text(0.01, 0.01, f"no validation (error before epoch 1): {', '.join(unplotted)}", transform=ax.transAxes, fontsize=7)
+        ax.text(
+            0.01,
+            0.01,
+            f"no validation (error before epoch 1): {', '.join(unplotted)}",
+            transform=ax.transAxes,
+            fontsize=7,
+        )
     if ax.lines:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -114,7 +122,9 @@ def plot_curves(path: str, setup: SweepSetup, records: List[TrialRecord], best_i
     plt.close(fig)
 
 
-def write_outputs(setup: SweepSetup, records: List[TrialRecord], best: Optional[TrialRecord], extra: Dict) -> Dict[str, str]:
+def write_outputs(
+    setup: SweepSetup, records: List[TrialRecord], best: Optional[TrialRecord], extra: Dict
+) -> Dict[str, str]:
     """Write every output file into ``setup.output_dir``; returns ``{kind: path}``.
 
     ``extra`` (tool, wall time...) goes into ``summary.json``. Without a completed trial there is no
@@ -138,8 +148,10 @@ def write_outputs(setup: SweepSetup, records: List[TrialRecord], best: Optional[
     else:
         header = (
             f"# {setup.model} on {setup.dataset}: best of {len(records)} trials (sweep {setup.output_dir}).\n"
-            f"# Chosen on validation {setup.valid_metric} = {best.best_valid_score:.6g}; test: {json.dumps(best.test_result)}\n"
-            f"# Run: python run_recbole_mm.py --model={setup.model} --dataset={setup.dataset} --config_files={paths['best_config']}\n"
+            f"# Chosen on validation {setup.valid_metric} = {best.best_valid_score:.6g}; "
+            f"test: {json.dumps(best.test_result)}\n"
+            f"# Run: python run_recbole_mm.py --model={setup.model} --dataset={setup.dataset} "
+            f"--config_files={paths['best_config']}\n"
         )
         with atomic_write(paths["best_config"]) as f:
             f.write(header + yaml.safe_dump(best_config(setup, best), sort_keys=False))
@@ -150,15 +162,17 @@ def write_outputs(setup: SweepSetup, records: List[TrialRecord], best: Optional[
         valid_metric=setup.valid_metric,
         valid_metric_bigger=setup.bigger,
         trials={s: sum(r.status == s for r in records) for s in (COMPLETED, STOPPED, ERROR)},
-        best=None
-        if best is None
-        else dict(
-            trial=best.trial_id,
-            params=best.params,
-            best_valid_score=best.best_valid_score,
-            epochs_run=best.epochs_run,
-            test_result=best.test_result,
-            saved_model_file=best.saved_model_file,
+        best=(
+            None
+            if best is None
+            else dict(
+                trial=best.trial_id,
+                params=best.params,
+                best_valid_score=best.best_valid_score,
+                epochs_run=best.epochs_run,
+                test_result=best.test_result,
+                saved_model_file=best.saved_model_file,
+            )
         ),
         files=paths,
     )

@@ -106,7 +106,9 @@ def _numbers(text: str, count: int, where: str, kind: str, example: str) -> List
     except ValueError:
         numbers = []
     if len(numbers) != count:
-        raise SearchSpaceError(f"{where}: {kind} needs {count} comma-separated numbers like '{example}', found '{text}'")
+        raise SearchSpaceError(
+            f"{where}: {kind} needs {count} comma-separated numbers like '{example}', found '{text}'"
+        )
     return numbers
 
 
@@ -114,13 +116,17 @@ def _checked(param: Param) -> Param:
     """Validate the bounds of a numeric parameter; return it unchanged."""
     where, kind = param.where, param.kind
     if not math.isfinite(param.low) or not math.isfinite(param.high) or param.low >= param.high:
-        raise SearchSpaceError(f"{where}: {kind} range of '{param.name}' needs low < high, found {param.low:g}, {param.high:g}")
+        raise SearchSpaceError(
+            f"{where}: {kind} range of '{param.name}' needs low < high, found {param.low:g}, {param.high:g}"
+        )
     if kind == "loguniform" and param.low <= 0:
         raise SearchSpaceError(f"{where}: loguniform bounds of '{param.name}' must be > 0, found low={param.low:g}")
     if kind == "quniform" and not param.q > 0:
         raise SearchSpaceError(f"{where}: quniform step q of '{param.name}' must be > 0, found {param.q:g}")
     if kind == "randint" and not (float(param.low).is_integer() and float(param.high).is_integer()):
-        raise SearchSpaceError(f"{where}: randint bounds of '{param.name}' must be integers, found {param.low:g}, {param.high:g}")
+        raise SearchSpaceError(
+            f"{where}: randint bounds of '{param.name}' must be integers, found {param.low:g}, {param.high:g}"
+        )
     return param
 
 
@@ -143,7 +149,9 @@ def parse_hyper_lines(text: str, source: str = "<string>") -> List[Param]:
             raise SearchSpaceError(f"{where}: expected '<name> <type> <range>', found '{stripped}'")
         name, kind, rng = tokens[0], tokens[1], "".join(tokens[2:])
         if kind not in PARAM_TYPES:
-            raise SearchSpaceError(f"{where}: unknown parameter type '{kind}' for '{name}' (expected one of {', '.join(PARAM_TYPES)})")
+            raise SearchSpaceError(
+                f"{where}: unknown parameter type '{kind}' for '{name}' (expected one of {', '.join(PARAM_TYPES)})"
+            )
         if name in seen:
             raise SearchSpaceError(f"{where}: parameter '{name}' already defined at line {seen[name]}")
         seen[name] = number
@@ -151,7 +159,9 @@ def parse_hyper_lines(text: str, source: str = "<string>") -> List[Param]:
             try:
                 values = ast.literal_eval(rng)
             except (ValueError, SyntaxError):
-                raise SearchSpaceError(f"{where}: choice of '{name}' needs a Python list like [64,96,128], found '{rng}'") from None
+                raise SearchSpaceError(
+                    f"{where}: choice of '{name}' needs a Python list like [64,96,128], found '{rng}'"
+                ) from None
             space.append(Param(name, kind, values=_choice_values(values, where, name), where=where))
         elif kind == "quniform":
             low, high, q = _numbers(rng, 3, where, kind, "32,256,32")
@@ -168,7 +178,9 @@ def parse_hyper_lines(text: str, source: str = "<string>") -> List[Param]:
 
 def _yaml_number(entry: dict, key: str, where: str, name: str) -> float:
     if key not in entry:
-        raise SearchSpaceError(f"{where}: '{name}' ({entry.get('type')}) needs the key '{key}', found keys {sorted(entry)}")
+        raise SearchSpaceError(
+            f"{where}: '{name}' ({entry.get('type')}) needs the key '{key}', found keys {sorted(entry)}"
+        )
     try:
         return float(entry[key])  # PyYAML reads 1e-4 (no dot) as a string
     except (TypeError, ValueError):
@@ -197,10 +209,19 @@ def parse_yaml_space(text: str, source: str = "<string>") -> List[Param]:
             raise SearchSpaceError(f"{where}: '{name}' needs a mapping with a 'type' key, found {entry!r}")
         kind = entry["type"]
         if kind not in PARAM_TYPES:
-            raise SearchSpaceError(f"{where}: unknown parameter type '{kind}' for '{name}' (expected one of {', '.join(PARAM_TYPES)})")
-        allowed = {"type", "values"} if kind == "choice" else {"type", "low", "high", "q"} if kind == "quniform" else {"type", "low", "high"}
+            raise SearchSpaceError(
+                f"{where}: unknown parameter type '{kind}' for '{name}' (expected one of {', '.join(PARAM_TYPES)})"
+            )
+        allowed = (
+            {"type", "values"}
+            if kind == "choice"
+            else {"type", "low", "high", "q"} if kind == "quniform" else {"type", "low", "high"}
+        )
         if set(entry) - allowed:
-            raise SearchSpaceError(f"{where}: '{name}' ({kind}) has unknown key(s) {sorted(set(entry) - allowed)}; allowed: {sorted(allowed)}")
+            raise SearchSpaceError(
+                f"{where}: '{name}' ({kind}) has unknown key(s) {sorted(set(entry) - allowed)}; "
+                f"allowed: {sorted(allowed)}"
+            )
         if kind == "choice":
             space.append(Param(name, kind, values=_choice_values(entry.get("values"), where, name), where=where))
             continue

@@ -38,7 +38,9 @@ class SweepOptions:
         if self.tool not in TOOLS:
             raise SweepSetupError(f"--tool must be one of {TOOLS}, found '{self.tool}'")
         if self.search not in SEARCHES[self.tool]:
-            raise SweepSetupError(f"--search {self.search} is not available with --tool {self.tool} (choose from {SEARCHES[self.tool]})")
+            raise SweepSetupError(
+                f"--search {self.search} is not available with --tool {self.tool} (choose from {SEARCHES[self.tool]})"
+            )
         if self.scheduler not in SCHEDULERS:
             raise SweepSetupError(f"--scheduler must be one of {SCHEDULERS}, found '{self.scheduler}'")
         for name in ("num_samples", "grace_period", "reduction_factor"):
@@ -86,7 +88,10 @@ class Progress:
             epochs = record.epochs_run if record else fields.get("epochs", 0)
             self.done += 1
             detail = (record.error if record else fields.get("error", "")) if status == ERROR else ""
-            line = f"[{trial_id}] {status} after {epochs} epoch(s) {detail}".rstrip() + f"  ({self.done}/{self.total} trials)"
+            line = (
+                f"[{trial_id}] {status} after {epochs} epoch(s) {detail}".rstrip()
+                + f"  ({self.done}/{self.total} trials)"
+            )
         print(line, flush=True)
 
 
@@ -214,7 +219,9 @@ def run_sweep(
         from recbole_mm.tuning.ray_tool import check_address
 
         check_address(options.address)
-    setup = prepare_setup(model, dataset, config_files, overrides or {}, space, output_dir or default_output_dir(model, dataset))
+    setup = prepare_setup(
+        model, dataset, config_files, overrides or {}, space, output_dir or default_output_dir(model, dataset)
+    )
     progress = Progress(setup, total)
     start = time.perf_counter()
     if options.tool == "ray":
@@ -233,7 +240,11 @@ def run_sweep(
         records = run_hyperopt(setup, options.search, options.num_samples, progress)
     wall_s = time.perf_counter() - start
     best = select_best(records, setup.bigger)
-    extra = dict(tool=options.tool, search=options.search, scheduler=options.scheduler if options.tool == "ray" else None, wall_s=wall_s)
+    extra = dict(
+        tool=options.tool,
+        search=options.search,
+        scheduler=options.scheduler if options.tool == "ray" else None,
+        wall_s=wall_s,
+    )
     files = write_outputs(setup, records, best, extra)
     return SweepResult(records, best, files, wall_s)
-

@@ -163,7 +163,9 @@ def test_general_dataset_gets_tables_too(tmp_path):
     write_plain_inter(tmp_path / "toy", "toy")
     file_rows().tofile(tmp_path / "toy" / "toy.feat1CLS")
     config = make_config(
-        tmp_path, model="BPR", mm_features={"text": {"suffix": "feat1CLS", "dim": DIM}},
+        tmp_path,
+        model="BPR",
+        mm_features={"text": {"suffix": "feat1CLS", "dim": DIM}},
         load_col={"inter": ["user_id", "item_id"]},
     )
     check_table(MultiModalDataset(config), "text", file_rows())
@@ -184,7 +186,9 @@ def load(tmp_path, spec, **extra):
 
 def test_size_not_a_multiple_of_dim(toy):
     np.zeros(10, np.float32).tofile(toy / "toy" / "toy.feat1CLS")
-    with pytest.raises(FeatureFileError, match=r"toy\.feat1CLS: size 40 bytes is not a positive multiple of dim \* 4 = 12"):
+    with pytest.raises(
+        FeatureFileError, match=r"toy\.feat1CLS: size 40 bytes is not a positive multiple of dim \* 4 = 12"
+    ):
         load(toy, {"suffix": "feat1CLS", "dim": 3})
 
 
@@ -239,7 +243,9 @@ def test_inter_without_needed_fields(tmp_path):
 def test_plain_inter_without_timestamp_for_sequential_model(tmp_path):
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy" / "toy.inter").write_text("user_id:token\titem_id:token\n0\t1\n")
-    with pytest.raises(DataFieldError, match=r"needs field\(s\) \['timestamp'\], the file has \['user_id', 'item_id'\]"):
+    with pytest.raises(
+        DataFieldError, match=r"needs field\(s\) \['timestamp'\], the file has \['user_id', 'item_id'\]"
+    ):
         create_dataset(make_config(tmp_path, load_col={"inter": ["user_id", "item_id"]}))
 
 
@@ -263,7 +269,9 @@ def test_presplit_histories_keep_the_most_recent_items(tmp_path):
     tokens = dataset.field2id_token["item_id"]
     histories = {
         dataset.field2id_token["user_id"][u]: [tokens[i] for i in seq[:n]]
-        for u, seq, n in zip(test.inter_feat["user_id"], test.inter_feat["item_id_list"], test.inter_feat["item_length"])
+        for u, seq, n in zip(
+            test.inter_feat["user_id"], test.inter_feat["item_id_list"], test.inter_feat["item_length"]
+        )
     }
     assert histories == {"0": ["7", "0"], "1": ["0", "5"]}  # the last 2 of 5 2 7 0 and of 2 0 5
     assert dataset.field2seqlen["item_id_list"] == 2

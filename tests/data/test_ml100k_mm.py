@@ -52,7 +52,9 @@ def test_leave_one_out_against_the_raw_ratings(ml100k_root):
     users = pd.read_csv(path(ml100k_root, "user2index"), sep="\t", header=None, dtype=str, names=["raw", "index"])
     items = dict(item_index(ml100k_root).values)
     raw_user = users["raw"][5]
-    mine = inter[inter["user_id"] == raw_user].assign(t=lambda d: d["timestamp"].astype(float), i=lambda d: d["item_id"].astype(int))
+    mine = inter[inter["user_id"] == raw_user].assign(
+        t=lambda d: d["timestamp"].astype(float), i=lambda d: d["item_id"].astype(int)
+    )
     seq = [items[i] for i in mine.sort_values(["t", "i"], kind="stable")["item_id"]]
     test, valid, train = (read_inter(ml100k_root, p) for p in ["test", "valid", "train"])
     row = test[test["user"] == "5"].iloc[0]
@@ -93,7 +95,11 @@ def test_text_vectors_are_semantic(ml100k_root):
     titles.columns = ["raw", "text"]
     index = dict(item_index(ml100k_root).values)
     rows = features(ml100k_root, ml100k_mm.TEXT_SUFFIX)
-    vec = {t: rows[int(index[r])] for r, t in titles.values if t in {"Star Wars (1977)", "Return of the Jedi (1983)", "Fargo (1996)"}}
+    vec = {
+        t: rows[int(index[r])]
+        for r, t in titles.values
+        if t in {"Star Wars (1977)", "Return of the Jedi (1983)", "Fargo (1996)"}
+    }
     star_wars, jedi, fargo = vec["Star Wars (1977)"], vec["Return of the Jedi (1983)"], vec["Fargo (1996)"]
     assert star_wars @ jedi > max(star_wars @ fargo, jedi @ fargo)
 

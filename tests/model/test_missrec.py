@@ -236,7 +236,6 @@ def test_training_loss_compiles_as_one_graph_with_the_eager_values(tmp_path):
         assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5 * scale), name
 
 
-
 def contextual_by_hand(model, seq, seq_len, all_absent=False):
     """MISSRec's contextual decoder input assembled by hand (eval mode): [text tokens | image tokens], each item's
     position and ID embedding added to both, keys masked at PAD and where the item lacks that modality."""
@@ -303,7 +302,6 @@ def test_contextual_fusion_trains(tmp_path):
     assert best["ndcg@10"] > untrained, (best, untrained)
 
 
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_inductive_training_step_reads_nothing_back_on_cuda(tmp_path):
@@ -356,7 +354,6 @@ def test_fusion_and_id_mix_by_hand(tmp_path, stage):
     assert (model.item_embedding is None) == (stage == "inductive_ft")
 
 
-
 @pytest.mark.parametrize("fusion", ["dynamic_shared", "dynamic_instance"])
 def test_all_item_scores_from_row_slices_equal_the_lookup_with_gradients(tmp_path, fusion):
     _, model, train_data, _, _ = build(tmp_path, item_chunk_size=7, item_mm_fusion=fusion)  # 4 chunks of items
@@ -388,10 +385,21 @@ def test_static_fusion_is_mean(tmp_path):
 
 SPEC_TRAINABLE = {  # spec section 2.8
     ("transductive_ft", False): {
-        "fusion_factor", "item_embedding", "position_embedding", "trm_model", "LayerNorm", "text_adaptor", "img_adaptor"
+        "fusion_factor",
+        "item_embedding",
+        "position_embedding",
+        "trm_model",
+        "LayerNorm",
+        "text_adaptor",
+        "img_adaptor",
     },
     ("inductive_ft", False): {
-        "fusion_factor", "position_embedding", "trm_model", "LayerNorm", "text_adaptor", "img_adaptor"
+        "fusion_factor",
+        "position_embedding",
+        "trm_model",
+        "LayerNorm",
+        "text_adaptor",
+        "img_adaptor",
     },
     ("transductive_ft", True): {"fusion_factor", "item_embedding", "LayerNorm", "text_adaptor", "img_adaptor"},
     ("inductive_ft", True): {"fusion_factor", "LayerNorm", "text_adaptor", "img_adaptor"},
@@ -447,7 +455,6 @@ def test_kmeans_modes_give_valid_tables(tmp_path):
     # each token's centroid is no farther than any other centroid (Lloyd's fixed point after assignment)
     nearest = (tokens.unsqueeze(1) - centroids.unsqueeze(0)).norm(dim=-1).min(dim=1).values
     assert torch.allclose((tokens - centroids[labels]).norm(dim=1), nearest, atol=1e-4)
-
 
 
 def test_dpc_knn_discovery_uses_the_reference_neighbour_count(tmp_path):

@@ -44,7 +44,8 @@ def test_mmrec_inter_layout_and_config(tmp_path, read_rows):
     src = tmp_path / "sports"
     src.mkdir()
     (src / "sports.inter").write_text(
-        "userID\titemID\trating\ttimestamp\tx_label\n0\t1\t5\t10\t0\n0\t2\t5\t11\t0\n1\t2\t4\t12\t0\n0\t3\t5\t13\t1\n1\t4\t5\t14\t2\n"
+        "userID\titemID\trating\ttimestamp\tx_label\n"
+        "0\t1\t5\t10\t0\n0\t2\t5\t11\t0\n1\t2\t4\t12\t0\n0\t3\t5\t13\t1\n1\t4\t5\t14\t2\n"
     )
     write_features(src)
     assert main(["mmrec", "--source", str(src), "--name", "sports", "--data-path", str(tmp_path / "out")]) == 0

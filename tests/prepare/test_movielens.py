@@ -15,7 +15,10 @@ RATINGS = """1::1::5::978300760
 4::1::5
 5::9::3::978300001
 """
-MOVIES = "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n3::Heat (1995)::Action|Crime\n4::Caf\xe9 (1999)::Drama\n"
+MOVIES = (
+    "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n"
+    "3::Heat (1995)::Action|Crime\n4::Caf\xe9 (1999)::Drama\n"
+)
 
 
 def write_ml1m(tmp_path):

@@ -19,7 +19,16 @@ def sweep_args(cycle_data, tmp_path):
     space = tmp_path / "lr.hyper"
     space.write_text("learning_rate loguniform -8,0\n")
     out = tmp_path / "out"
-    args = ["-m", "SASRec", "-d", dataset, f"--config_files={config_file}", f"--params_file={space}", f"--output_dir={out}", f"--data_path={root}"]
+    args = [
+        "-m",
+        "SASRec",
+        "-d",
+        dataset,
+        f"--config_files={config_file}",
+        f"--params_file={space}",
+        f"--output_dir={out}",
+        f"--data_path={root}",
+    ]
     return args, out
 
 
@@ -36,7 +45,10 @@ def _fails_before_trials(args, out, capsys, message):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("embedding_size choice [64,96]\nlearning_rate loguniform -8\n", ":2: loguniform needs 2 comma-separated numbers"),
+        (
+            "embedding_size choice [64,96]\nlearning_rate loguniform -8\n",
+            ":2: loguniform needs 2 comma-separated numbers",
+        ),
         ("learning_rate normal 0,1\n", ":1: unknown parameter type 'normal'"),
     ],
 )
@@ -69,7 +81,9 @@ def test_bad_argument(sweep_args, capsys, extra, message):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")
 def test_gpus_per_trial_without_gpu(sweep_args, capsys):
     args, out = sweep_args
-    _fails_before_trials(args + ["--gpus_per_trial=1"], out, capsys, "--gpus_per_trial 1 but this machine has no CUDA GPU")
+    _fails_before_trials(
+        args + ["--gpus_per_trial=1"], out, capsys, "--gpus_per_trial 1 but this machine has no CUDA GPU"
+    )
 
 
 def test_unreachable_address(sweep_args, capsys):
@@ -77,7 +91,9 @@ def test_unreachable_address(sweep_args, capsys):
     with socket.socket() as s:  # a port nobody listens on: bind it, then close it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _fails_before_trials(args + [f"--address=127.0.0.1:{port}"], out, capsys, f"--address 127.0.0.1:{port}: no Ray cluster answers there")
+    _fails_before_trials(
+        args + [f"--address=127.0.0.1:{port}"], out, capsys, f"--address 127.0.0.1:{port}: no Ray cluster answers there"
+    )
     _fails_before_trials(args + ["--address=nohostport"], out, capsys, "--address must be 'auto', 'host:port'")
 
 
@@ -98,6 +114,22 @@ def test_run_sweep_raises_typed_errors(cycle_data, tmp_path):
     space = tmp_path / "lr.hyper"
     space.write_text("learning_rate choice [0.01]\n")
     with pytest.raises(ModelNotFoundError):
-        run_sweep("NoSuchRec", dataset, str(space), [str(config_file)], {"data_path": str(root)}, SweepOptions(), str(tmp_path / "o"))
+        run_sweep(
+            "NoSuchRec",
+            dataset,
+            str(space),
+            [str(config_file)],
+            {"data_path": str(root)},
+            SweepOptions(),
+            str(tmp_path / "o"),
+        )
     with pytest.raises(DatasetNotFoundError):
-        run_sweep("SASRec", "absent", str(space), [str(config_file)], {"data_path": str(root)}, SweepOptions(), str(tmp_path / "o"))
+        run_sweep(
+            "SASRec",
+            "absent",
+            str(space),
+            [str(config_file)],
+            {"data_path": str(root)},
+            SweepOptions(),
+            str(tmp_path / "o"),
+        )

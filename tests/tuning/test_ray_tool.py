@@ -32,7 +32,7 @@ def test_grid_turns_choices_into_grid_axes():
 
 def test_error_line_picks_the_exception_line():
     text = (
-        "ray::ImplicitFunc.train() (pid=1, ip=1.2.3.4)\n  File \"x.py\", line 3, in f\n"
+        'ray::ImplicitFunc.train() (pid=1, ip=1.2.3.4)\n  File "x.py", line 3, in f\n'
         "    raise ValueError(msg)\nValueError: Training loss is nan\n"
     )
     assert _error_line(RuntimeError(text)) == "ValueError: Training loss is nan"

@@ -13,10 +13,16 @@ from recbole_mm.tuning.trial import COMPLETED, ERROR, STOPPED, SweepSetup, Trial
 
 def _records():
     return [
-        TrialRecord("t0", {"lr": 0.01, "mlp": "[8,8]"}, COMPLETED, [(1, 0.30), (2, 0.42)], 0.42, test_result={"ndcg@10": 0.40}),
-        TrialRecord("t1", {"lr": 0.1, "mlp": "[16]"}, COMPLETED, [(1, 0.50), (2, 0.45)], 0.50, test_result={"ndcg@10": 0.38}),
+        TrialRecord(
+            "t0", {"lr": 0.01, "mlp": "[8,8]"}, COMPLETED, [(1, 0.30), (2, 0.42)], 0.42, test_result={"ndcg@10": 0.40}
+        ),
+        TrialRecord(
+            "t1", {"lr": 0.1, "mlp": "[16]"}, COMPLETED, [(1, 0.50), (2, 0.45)], 0.50, test_result={"ndcg@10": 0.38}
+        ),
         TrialRecord("t2", {"lr": 1e-7, "mlp": "[8,8]"}, STOPPED, [(1, 0.90)], 0.90),
-        TrialRecord("t3", {"lr": -1.0, "mlp": "[16]"}, ERROR, [], None, error="ValueError: Invalid learning rate: -1.0\nmore"),
+        TrialRecord(
+            "t3", {"lr": -1.0, "mlp": "[16]"}, ERROR, [], None, error="ValueError: Invalid learning rate: -1.0\nmore"
+        ),
     ]
 
 
@@ -52,13 +58,30 @@ def test_outputs(tmp_path):
     with open(files["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert [r["trial"] for r in rows] == ["t0", "t1", "t2", "t3"]
-    assert rows[1] == {"trial": "t1", "lr": "0.1", "mlp": "[16]", "best valid NDCG@10": "0.5", "epochs run": "2", "status": "completed", "error": ""}
+    assert rows[1] == {
+        "trial": "t1",
+        "lr": "0.1",
+        "mlp": "[16]",
+        "best valid NDCG@10": "0.5",
+        "epochs run": "2",
+        "status": "completed",
+        "error": "",
+    }
     assert rows[2]["epochs run"] == "1" and rows[2]["status"] == "stopped"
     assert rows[3]["error"] == "ValueError: Invalid learning rate: -1.0"
     with open(files["best_config"]) as f:
         config = yaml.safe_load(f)
     # config files < fixed overrides < the winner's values; lists from quoted choices are real lists
-    assert config == {"hidden_size": 16, "learning_rate": 0.5, "epochs": 2, "data_path": "/abs/data", "lr": 0.1, "mlp": [16], "model": "SASRec", "dataset": "toy"}
+    assert config == {
+        "hidden_size": 16,
+        "learning_rate": 0.5,
+        "epochs": 2,
+        "data_path": "/abs/data",
+        "lr": 0.1,
+        "mlp": [16],
+        "model": "SASRec",
+        "dataset": "toy",
+    }
     with open(files["summary"]) as f:
         summary = json.load(f)
     assert summary["best"]["trial"] == "t1" and summary["best"]["test_result"] == {"ndcg@10": 0.38}

@@ -25,7 +25,14 @@ def test_recbole_examples_parse(tmp_path):
     path = tmp_path / "model.hyper"
     path.write_text(RECBOLE_EXAMPLES)
     space = {p.name: p for p in load_search_space(str(path))}
-    assert list(space) == ["learning_rate", "embedding_size", "train_batch_size", "mlp_hidden_size", "dropout_prob", "hidden_size"]
+    assert list(space) == [
+        "learning_rate",
+        "embedding_size",
+        "train_batch_size",
+        "mlp_hidden_size",
+        "dropout_prob",
+        "hidden_size",
+    ]
     lr = space["learning_rate"]
     assert lr.kind == "loguniform"
     assert lr.low == pytest.approx(math.exp(-8)) and lr.high == pytest.approx(1.0)  # exponents of e
@@ -170,7 +177,9 @@ def _config_keys(model: str) -> set:
     return keys
 
 
-@pytest.mark.parametrize("path", sorted(HYPER_DIR.glob("*.hyper")) + sorted(HYPER_DIR.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(HYPER_DIR.glob("*.hyper")) + sorted(HYPER_DIR.glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_spaces_parse_and_name_real_config_keys(path):
     space = load_search_space(str(path))
     names = {p.name for p in space}

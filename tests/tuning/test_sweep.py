@@ -102,7 +102,13 @@ def test_hyperopt_tool_runs_the_same_space(ray_sweep, cycle_data, lr_space, tmp_
     root, config_file, dataset = cycle_data
     options = SweepOptions(tool="hyperopt", search="grid")
     result = run_sweep(
-        "SASRec", dataset, str(lr_space), [str(config_file)], {"data_path": str(root), "epochs": 1}, options, str(tmp_path)
+        "SASRec",
+        dataset,
+        str(lr_space),
+        [str(config_file)],
+        {"data_path": str(root), "epochs": 1},
+        options,
+        str(tmp_path),
     )
     ours, theirs = _by_lr(result), _by_lr(ray_sweep)
     assert set(ours) == set(theirs) == {0.01, 0.05, 1e-7, -1.0}
@@ -137,15 +143,25 @@ def test_random_search_is_reproducible(tool, request, cycle_data, tmp_path):
     root, config_file, dataset = cycle_data
     space = tmp_path / "space.yaml"
     space.write_text(
-        "learning_rate: {type: loguniform, low: 1e-3, high: 1e-1}\nhidden_dropout_prob: {type: uniform, low: 0.1, high: 0.5}\n"
+        "learning_rate: {type: loguniform, low: 1e-3, high: 1e-1}\n"
+        "hidden_dropout_prob: {type: uniform, low: 0.1, high: 0.5}\n"
     )
     runs = []
     for attempt in range(2):
         result = run_sweep(
-            "SASRec", dataset, str(space), [str(config_file)], {"data_path": str(root), "epochs": 1},
-            SweepOptions(tool=tool, num_samples=2, scheduler="fifo"), str(tmp_path / f"run{attempt}"),
+            "SASRec",
+            dataset,
+            str(space),
+            [str(config_file)],
+            {"data_path": str(root), "epochs": 1},
+            SweepOptions(tool=tool, num_samples=2, scheduler="fifo"),
+            str(tmp_path / f"run{attempt}"),
         )
-        runs.append(sorted((r.params["learning_rate"], r.params["hidden_dropout_prob"], r.best_valid_score) for r in result.records))
+        runs.append(
+            sorted(
+                (r.params["learning_rate"], r.params["hidden_dropout_prob"], r.best_valid_score) for r in result.records
+            )
+        )
     assert runs[0] == runs[1]
     assert runs[0][0][:2] != runs[0][1][:2]
     assert all(1e-3 <= lr <= 1e-1 and 0.1 <= d <= 0.5 and not math.isnan(s) for lr, d, s in runs[0])

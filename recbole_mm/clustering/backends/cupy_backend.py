@@ -2,10 +2,10 @@
 
 In the batched regime (e.g. 1,024 problems of 100 x 512, k = 8) torch spends its time launching ~20 kernels per
 iteration. This backend launches one kernel for the whole run: block ``b`` keeps problem ``b``'s points and
-centroids in shared memory, assigns its points (exact ``sum (x - c)^2`` in fp32, ties to the lower cluster index), recomputes the means with a
-fixed summation order (no atomics: deterministic), repeats ``n_iter`` times, then writes the labels and the
-distances of a final assignment. Empty clusters keep their centroid. Cosine mode normalises the points and the
-centroids after each update.
+centroids in shared memory, assigns its points (exact ``sum (x - c)^2`` in fp32, ties to the lower cluster
+index), recomputes the means with a fixed summation order (no atomics: deterministic), repeats ``n_iter``
+times, then writes the labels and the distances of a final assignment. Empty clusters keep their centroid.
+Cosine mode normalises the points and the centroids after each update.
 
 The kernel copies each problem's points into shared memory once (rows at an odd float4 stride, so a warp's rows
 fall in distinct banks; ``d`` padded with zero columns to a multiple of 4) and iterates on them there, so DRAM is
@@ -162,7 +162,9 @@ def unsupported(problem, k: int, options) -> Optional[str]:
         return f"k = {k} > {MAX_K}"
     needed, limit = _shared_bytes(n_points, k, dim), _shared_limit(options["device"])
     if needed > limit:
-        return f"a problem's points and centroids need {needed} bytes of shared memory, more than the {limit} of a block"
+        return (
+            f"a problem's points and centroids need {needed} bytes of shared memory, more than the {limit} of a block"
+        )
     return None
 
 
