@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -145,12 +145,19 @@ def run_in_two_phases(
     the three pre-trainings of the first GPU run had not finished after 16 minutes; by themselves each needs
     one to two minutes of float32 arithmetic on an H100 (an estimate, not measured). Their checkpoints are then
     made early in a device session, and come back even if the session ends before the fine-tunings do.
+
+    A failed run (``SystemExit`` from :func:`run`) is raised only after every run has had its turn, so one failure
+    does not waste the rest of a device session; a fine-tuning whose pre-training failed fails on its missing
+    checkpoint.
     """
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(run, args, record, output) for args, record, output in pretrainings]:
-            future.result()
+        first = [pool.submit(run, args, record, output) for args, record, output in pretrainings]
+        wait(first)
         pending = {key: pool.submit(run, args, record) for key, (args, record) in finetunings.items()}
-        return {key: future.result() for key, future in pending.items()}
+        wait(pending.values())
+    for future in first:
+        future.result()
+    return {key: future.result() for key, future in pending.items()}
 
 
 def table(results: Dict[str, List[Dict[str, float]]], commands: Dict[str, List[str]], seeds, header: str) -> str:

@@ -88,6 +88,15 @@ def test_every_pretraining_ends_before_any_finetuning_starts(runner, tmp_path):
     assert last_pretraining_end < first_finetuning_start, events
 
 
+def test_a_failed_pretraining_lets_the_finetunings_run_then_stops_the_table(runner, tmp_path):
+    log = tmp_path / "log.txt"
+    failing = [sys.executable, "-c", "raise SystemExit(4)"]
+    finetuning = [sys.executable, "-c", f"open({str(log)!r}, 'a').write('ran\\n')"]
+    with pytest.raises(SystemExit, match="command failed \\(exit 4\\)"):
+        runner.run_in_two_phases([(failing, None, None)], {("row", 1): (finetuning, None)}, jobs=1)
+    assert log.read_text() == "ran\n"
+
+
 def test_a_failing_command_stops_the_table(runner, tmp_path, capsys):
     with pytest.raises(SystemExit, match="command failed \\(exit 3\\)"):
         runner.run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
