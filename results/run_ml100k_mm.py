@@ -154,7 +154,6 @@ def run_in_two_phases(
         first = [pool.submit(run, args, record, output) for args, record, output in pretrainings]
         wait(first)
         pending = {key: pool.submit(run, args, record) for key, (args, record) in finetunings.items()}
-        wait(pending.values())
     for future in first:
         future.result()
     return {key: future.result() for key, future in pending.items()}
