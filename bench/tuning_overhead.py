@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from recbole_mm.data.ml100k_mm import recbole_ml100k_dir
+from recbole_mm.prepare.ml100k_mm import recbole_ml100k_dir
 from recbole_mm.quick_start import objective_function
 from recbole_mm.tuning import SweepOptions, run_sweep
 

@@ -9,3 +9,5 @@ from recbole_mm import compat
 compat.apply()
 
 __version__ = "0.1.0"
+
+from recbole_mm import prepare  # noqa: E402  registers the embedded datasets

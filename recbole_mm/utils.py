@@ -115,11 +115,18 @@ def keeping_anomaly_mode():
         torch.autograd.set_detect_anomaly(enabled, check_nan)
 
 
+def tf32_switch(enabled: bool) -> tuple:
+    """The attribute of ``torch.backends.cuda.matmul`` that allows (or forbids) TF32 float32 products, and the
+    value to set: ``fp32_precision`` since torch 2.9 (mixing it with the legacy ``allow_tf32`` is refused by some
+    versions), else ``allow_tf32``."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return "fp32_precision", "tf32" if enabled else "ieee"
+    return "allow_tf32", enabled
+
+
 def set_tf32_matmul(enabled: bool) -> None:
     """Allow (or forbid) TF32 float32 matrix products on CUDA (config key ``allow_tf32``), through the API this
     torch has (``fp32_precision`` since 2.9; mixing it with the legacy switches is refused by some versions)."""
-    from recbole_mm.clustering.assign import tf32_switch
-
     setattr(torch.backends.cuda.matmul, *tf32_switch(enabled))
 
 

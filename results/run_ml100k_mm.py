@@ -9,7 +9,7 @@ on ml-100k_mm, same split and protocol (``results/ml-100k_mm.yaml``), mean and s
 Rows ("With ID" = transductive_ft with item ID embeddings, else inductive_ft on features only):
 
 - "Pre-trained" = pre-trained on domain A of ``ml-100k_mm`` (movies with Drama or Romance; see
-  ``recbole_mm/data/ml100k_mm_domains.py``) with ``props/pretrain.yaml``, one pre-training per seed, then
+  ``recbole_mm/prepare/ml100k_mm_domains.py``) with ``props/pretrain.yaml``, one pre-training per seed, then
   fine-tuned on the whole ``ml-100k_mm`` with the PT1 recipe (Transformer and position embedding frozen).
   Pre-training reads only ``ml-100k_mm_A.train.inter``, which holds none of ``ml-100k_mm``'s validation
   or test targets (a target that is a domain-A movie is among the user's last two A ratings, held out). ``ml-100k_mm``
@@ -117,7 +117,7 @@ def record_path(folder: Optional[str], label: str, seed: int) -> Optional[str]:
 
 
 def pretrain_command(seed: int, common: Dict, pretrain_epochs: int) -> List[str]:
-    from recbole_mm.data.ml100k_mm_domains import NAME_A
+    from recbole_mm.prepare.ml100k_mm_domains import NAME_A
 
     settings = {**common, "seed": seed, "pretrain_epochs": pretrain_epochs, "save_step": pretrain_epochs}
     settings["ckpt_suffix"] = f"seed{seed}"
@@ -126,7 +126,7 @@ def pretrain_command(seed: int, common: Dict, pretrain_epochs: int) -> List[str]
 
 
 def checkpoint(seed: int, checkpoint_dir: str, pretrain_epochs: int) -> str:
-    from recbole_mm.data.ml100k_mm_domains import NAME_A
+    from recbole_mm.prepare.ml100k_mm_domains import NAME_A
 
     return os.path.join(checkpoint_dir, f"MISSRec-{NAME_A}-{pretrain_epochs}-seed{seed}.pth")
 
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     if args.ablation:
         args.rows = args.rows + [label for label in ABLATIONS if label not in args.rows]
     sys.path.insert(0, ROOT)
-    from recbole_mm.data import ml100k_mm, ml100k_mm_domains
+    from recbole_mm.prepare import ml100k_mm, ml100k_mm_domains
 
     data_path = os.path.join(ROOT, "dataset")
     ml100k_mm.ensure_built(data_path)

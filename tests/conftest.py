@@ -2,7 +2,7 @@
 
 import pytest
 
-from recbole_mm.data import ml100k_mm
+from recbole_mm.prepare import ml100k_mm
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_mm.clustering import fused_assign
+from recbole_mm.utils import tf32_switch
 
 DEFAULT_CPU_BUDGET = 32 * 2**20
 MAX_CUDA_BUDGET = 4 * 2**30
@@ -51,15 +52,6 @@ def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, bu
     if rows >= n_points:
         return max(1, min(n_batch, rows // n_points)), n_points
     return 1, rows
-
-
-def tf32_switch(enabled: bool) -> Tuple[str, object]:
-    """The attribute of ``torch.backends.cuda.matmul`` that allows (or forbids) TF32 float32 products, and the
-    value to set: ``fp32_precision`` since torch 2.9 (mixing it with the legacy ``allow_tf32`` is refused by some
-    versions), else ``allow_tf32``."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        return "fp32_precision", "tf32" if enabled else "ieee"
-    return "allow_tf32", enabled
 
 
 @contextlib.contextmanager

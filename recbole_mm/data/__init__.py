@@ -1,1 +1,1 @@
-"""Data loading: multi-modal datasets, feature tables, atomic-file writers and the demo dataset."""
+"""Data loading: multi-modal datasets, feature tables and atomic-file readers and writers."""

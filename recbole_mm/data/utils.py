@@ -14,7 +14,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
-from recbole_mm.data import ml100k_mm
+from recbole_mm.prepare import ml100k_mm
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.errors import DataFieldError, DatasetNotFoundError, RecBoleMMError
 from recbole_mm.utils import is_recbole_mm_model
@@ -49,16 +49,26 @@ def available_datasets(root: str) -> list:
     return found
 
 
+# Datasets that can be built on first use, name -> ``build(root)``; registered by :mod:`recbole_mm.prepare`
+# (``data`` never imports ``prepare``).
+BUILDERS = {}
+
+
+def register_builder(name: str, build) -> None:
+    """Let ``ensure_dataset`` build the dataset ``name`` under a data root (``build(root)``) when it is missing."""
+    BUILDERS[name] = build
+
+
 def ensure_dataset(config) -> None:
-    """Build the demo dataset if it is asked for and missing; else check the dataset's files exist.
+    """Build a registered embedded dataset if it is asked for and missing; else check the dataset's files exist.
 
     Raises:
         DatasetNotFoundError: with what was looked for where, which datasets exist and how to prepare one.
     """
     name, directory = config["dataset"], config["data_path"]
     root = os.path.dirname(os.path.normpath(directory))
-    if name == ml100k_mm.NAME:
-        ml100k_mm.ensure_built(root)
+    if name in BUILDERS:
+        BUILDERS[name](root)
     missing = [f for f in inter_files(config) if not os.path.isfile(f)]
     if missing:
         found = available_datasets(root)
@@ -71,7 +81,7 @@ def ensure_dataset(config) -> None:
         raise DatasetNotFoundError(
             f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)} "
             f"(data_path={os.path.abspath(root)}). Datasets there: {', '.join(found) or 'none'}; always available: "
-            f"{ml100k_mm.NAME} (built on first use), ml-100k (shipped with RecBole).{hint} To prepare a dataset see "
+            f"{', '.join(BUILDERS) or 'none'} (built on first use), ml-100k (shipped with RecBole).{hint} To prepare a dataset see "
             f"dataset/README.md, or point --data_path at the folder that holds '{name}/'."
         )
     check_inter_fields(config)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from recbole_mm.config import Config
-from recbole_mm.data import ml100k_mm
-from recbole_mm.data.ml100k_mm_domains import NAME_A, NAME_B, build, copy_slice, in_domain_a
+from recbole_mm.prepare import ml100k_mm
+from recbole_mm.prepare.ml100k_mm_domains import NAME_A, NAME_B, build, copy_slice, in_domain_a
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.encoders.text import MiniLMEncoder
 from recbole_mm.model.sequential_recommender.missrec import MISSRec

@@ -16,7 +16,7 @@ MISSRec's word-drop augmentation: "title (year)" with each word dropped with pro
 (seed 2020), encoded by the same MiniLM encoder. Each folder gets its ``<name>.yaml``
 (:func:`recbole_mm.prepare.common.write_config`), so runs need no dataset preset.
 
-    python -m recbole_mm.data.ml100k_mm_domains [--data-path dataset]
+    python -m recbole_mm.prepare.ml100k_mm_domains [--data-path dataset]
 """
 
 import argparse
@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from recbole_mm.data import ml100k_mm
+from recbole_mm.prepare import ml100k_mm
 from recbole_mm.data.atomic_files import atomic_write, publish_dir, write_feature_file
 from recbole_mm.data.features import open_feature_file
 from recbole_mm.prepare.common import PrepareError, read_index_file, write_config, write_dataset

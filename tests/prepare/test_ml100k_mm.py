@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_mm.data import ml100k_mm
+from recbole_mm.prepare import ml100k_mm
 from recbole_mm.encoders.text import MiniLMEncoder
 
 NAME = ml100k_mm.NAME
