@@ -13,7 +13,7 @@ import sys
 
 DEMO_MODEL = "MISSRec"  # the best model recbole_mm offers on the demo so far
 DEMO_DATASET = "ml-100k_mm"
-DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props", "demo.yaml")]
+DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props", "MISSRec", "demo.yaml")]
 
 
 def parse_args(argv):

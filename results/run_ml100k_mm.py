@@ -9,8 +9,8 @@ on ml-100k_mm, same split and protocol (``results/ml-100k_mm.yaml``), mean and s
 Rows ("With ID" = transductive_ft with item ID embeddings, else inductive_ft on features only):
 
 - "Pre-trained" = pre-trained on domain A of ``ml-100k_mm`` (movies with Drama or Romance; see
-  ``recbole_mm/prepare/ml100k_mm_domains.py``) with ``props/pretrain.yaml``, one pre-training per seed, then
-  fine-tuned on the whole ``ml-100k_mm`` with the PT1 recipe (Transformer and position embedding frozen).
+  ``recbole_mm/prepare/ml100k_mm_domains.py``) with ``props/MISSRec/pretrain.yaml``, one pre-training per
+  seed, then fine-tuned on the whole ``ml-100k_mm`` with the PT1 recipe (Transformer and position embedding frozen).
   Pre-training reads only ``ml-100k_mm_A.train.inter``, which holds none of ``ml-100k_mm``'s validation
   or test targets (a target that is a domain-A movie is among the user's last two A ratings, held out). ``ml-100k_mm``
   itself cannot be pre-trained on: it has no word-dropped text (``feat2CLS``), which pre-training needs.
@@ -122,7 +122,7 @@ def pretrain_command(seed: int, common: Dict, pretrain_epochs: int) -> List[str]
     settings = {**common, "seed": seed, "pretrain_epochs": pretrain_epochs, "save_step": pretrain_epochs}
     settings["ckpt_suffix"] = f"seed{seed}"
     # the pre-training preset last: its batch size (4096, in-batch negatives) and interest ratio win
-    return command("MISSRec", NAME_A, [PROTOCOL, "props/pretrain.yaml"], settings)
+    return command("MISSRec", NAME_A, [PROTOCOL, "props/MISSRec/pretrain.yaml"], settings)
 
 
 def checkpoint(seed: int, checkpoint_dir: str, pretrain_epochs: int) -> str:
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         gpu_id = gpu_id_for(args.device)
     except ConfigError as error:
         raise SystemExit(f"--{error}")  # "--device: expected ..."
-    common = {"gpu_id": gpu_id, "data_path": "dataset/"}  # over props/pretrain.yaml's
+    common = {"gpu_id": gpu_id, "data_path": "dataset/"}  # over props/MISSRec/pretrain.yaml's
     checkpoint_dir = "saved"  # relative to the repository root, where the commands run
     seeds, epochs, pretrain_epochs = args.seeds, args.epochs, args.pretrain_epochs
     if args.smoke:
