@@ -71,7 +71,7 @@ class DeviceLossMixin:
                 losses = loss_func(interaction)
             parts = losses if isinstance(losses, tuple) else (losses,)
             loss = sum(parts) if isinstance(losses, tuple) else losses
-            values = torch.stack([part.detach().double() for part in parts])
+            values = torch.stack([part.detach().double().reshape(()) for part in parts])  # one value each, as .item()
             total = values if total is None else total + values
             first_nan = torch.where((first_nan < 0) & torch.isnan(loss.detach()), step, first_nan)
             scaler.scale(loss).backward()
@@ -183,3 +183,105 @@ class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
             self.logger.info(set_color("no evaluation data", "yellow"))
             return {}
         return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+
+class MMSSLTrainer(AtomicCheckpointMixin, Trainer):
+    r"""MMSSL's training loop: per batch, one step of the critic (its own Adam) then one step of the recommender.
+
+    * The recommender's optimiser (RecBole's ``learner``, ``learning_rate``, ``weight_decay``) holds every parameter
+      except the critic's; the critic's Adam (``D_lr``, betas (0.5, 0.9)) holds only the critic's.
+    * ``reference_compat: false``: RecBole's training batches; after each epoch's batches the generated modality
+      graphs are regenerated for every user (:meth:`MMSSL.regenerate_graphs`), so validation and the checkpoint
+      use them. ``true``: the reference's batches (:meth:`MMSSL.reference_batches`, seeded by ``seed``) and its
+      per-batch graph schedule (:meth:`MMSSL.after_batch`).
+    * A non-finite gradient penalty or recommender loss stops training with an error naming the epoch and step,
+      before anything is saved (the best checkpoint on disk stays as it was).
+    * The epoch's loss is the tuple ``(bpr, emb_reg, feat_reg, cl, adversarial, critic)`` of sums over its batches.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.critic_optimizer = torch.optim.Adam(model.critic.parameters(), lr=config["D_lr"], betas=(0.5, 0.9))
+        self.batch_generator = torch.Generator().manual_seed(int(config["seed"]))
+
+    def _build_optimizer(self, **kwargs):
+        kwargs.setdefault("params", self.model.recommender_parameters())
+        return super()._build_optimizer(**kwargs)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        from recbole_mm.model.general_recommender.mmssl import MMSSLTrainingError
+
+        model = self.model
+        model.train()
+        model.skipped_critic_batches = 0
+        batches = model.reference_batches(self.batch_generator) if model.compat else train_data
+        if show_progress:
+            batches = tqdm(batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+        totals = None
+        for step, interaction in enumerate(batches):
+            interaction = interaction.to(self.device)
+            critic = model.critic_loss(interaction)
+            critic_value = 0.0
+            if critic is not None:
+                critic_loss, penalty = critic
+                if not torch.isfinite(penalty):
+                    raise MMSSLTrainingError(
+                        f"the critic's gradient penalty is {float(penalty)} at epoch {epoch_idx}, step {step}; "
+                        f"training stopped, the best checkpoint was not overwritten (lower D_lr or gp_rate)"
+                    )
+                self.critic_optimizer.zero_grad()
+                critic_loss.backward()
+                self.critic_optimizer.step()
+                critic_value = float(critic_loss)
+            self.optimizer.zero_grad()
+            parts = model.calculate_loss(interaction)
+            loss = sum(parts)
+            if not torch.isfinite(loss):
+                raise MMSSLTrainingError(
+                    f"the recommender's loss is {float(loss)} at epoch {epoch_idx}, step {step}; training stopped, "
+                    f"the best checkpoint was not overwritten"
+                )
+            loss.backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(model.recommender_parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            model.after_batch(step)
+            values = [float(p) for p in parts] + [critic_value]
+            totals = values if totals is None else [a + b for a, b in zip(totals, values)]
+        model.regenerate_graphs()
+        if model.skipped_critic_batches:
+            self.logger.info(
+                f"epoch {epoch_idx}: {model.skipped_critic_batches} batch(es) with fewer than 2 distinct users "
+                f"skipped the critic step and the adversarial term"
+            )
+        return None if totals is None else tuple(totals)
+
+
+def pessimistic_ranks(scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> torch.Tensor:
+    r"""Replace ranking scores ``[U, N]`` by ``-rank``, where among equal scores the positives rank after the
+    negatives (a positive tied with a negative does not win); ``-inf`` entries (not candidates) stay ``-inf``."""
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[positive_u, positive_i] = True
+    order = torch.argsort(positive.to(torch.int8), dim=1, stable=True)  # negatives first
+    order = order.gather(1, torch.argsort(scores.gather(1, order), dim=1, descending=True, stable=True))
+    position = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, position)
+    return torch.where(torch.isneginf(scores), scores, -ranks.to(scores.dtype))
+
+
+class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
+    r"""RecBole's trainer for the long-sequence family (SIM, ETA, QIN, TWIN, SEMINAR), with ties in ranking
+    evaluation (sampled and full) broken pessimistically (:func:`pessimistic_ranks`)."""
+
+    def _neg_sample_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+        if scores.dim() == 2:  # ranking evaluation
+            scores = pessimistic_ranks(scores, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        return interaction, pessimistic_ranks(scores, positive_u, positive_i), positive_u, positive_i
+
+
+SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSequenceTrainer
