@@ -1,19 +1,18 @@
 """Benchmark: recbole_mm.clustering.kmeans against its peers, side by side in one process.
 
-Peers: ours (torch backend, with the fused Triton assignment on CUDA where it applies, and the same without it:
-cuBLAS products + min; with bfloat16 products (opt-in ``precision='bf16'``); in the batched regime the span
-kernel and the same without it, and the cupy backend;
-reference-compatible mode in the one-pass regime), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``,
+Peers: ours (torch backend, with the fused Triton assignment on CUDA where it applies, and the same Lloyd passes
+without it: cuBLAS products + min; in the batched regime the cupy backend; reference-compatible mode in the one-pass
+regime, in float32 as MISSRec runs it and with TF32 products), TorchPQ ``KMeans``/``MultiKMeans``/``MinibatchKMeans``,
 fast-pytorch-kmeans ``KMeans``/``MultiKMeans``,
 faiss-cpu (all threads, all points), and a plain torch Lloyd loop. Every peer that accepts initial centroids
 starts from the same ones (our seeded random init); a peer that is not installed is reported as unavailable.
 
 Columns: time (median of --reps runs after one warm-up, the peers taking turns), time relative to ours, and the
 inertia of the returned centroids (every point to its nearest returned centroid, float64) divided by the inertia
-of a float64 Lloyd run from the same initial centroids and the same number of iterations (the issue's quality
-bound: <= 1.005).
+of a float64 Lloyd run from the same initial centroids and the same number of iterations (the quality target:
+<= 1.005).
 
-Regimes (issue 3): cpu = 100k x 64, k=64, 20 it.; L = 1M x 256, K=1024, 20 it.; B = 1024 problems of 100 x 512,
+Regimes: cpu = 100k x 64, k=64, 20 it.; L = 1M x 256, K=1024, 20 it.; B = 1024 problems of 100 x 512,
 k=8, 10 it.; P1 = 894k x 300, K=17,879, one reference pass (MISSRec pre-training); P = the same, 20 it.;
 F = 52k x 300, K=26k, 20 it. (MISSRec fine-tuning on Office). The floor is the time of the assignment matrix
 products alone (TF32 on CUDA, fp32 on CPU; best of 3).
@@ -30,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-from recbole_mm.clustering import kmeans, kmeans_reference
-from recbole_mm.clustering import assign, fused_assign, span
+from recbole_mm.clustering import assign, fused_assign, kmeans, kmeans_reference
 from recbole_mm.clustering.assign import matmul_precision, padded_operands
+from recbole_mm.clustering.lloyd import lloyd
 from recbole_mm.clustering.reference import reference_batches
 
 REGIMES = {
@@ -111,32 +110,17 @@ def peer_ours_tf32_pass(x, k, n_iter, init, one_pass=False, **_):
     return kmeans_reference(x, k, batch_size=2048, precision="tf32").centroids
 
 
-def peer_ours_bf16(x, k, n_iter, init, one_pass=False, **_):
-    if x.dim() != 2 or not x.is_cuda:
-        raise Unavailable("bfloat16 products: single problems on CUDA only")
-    if one_pass:
-        return kmeans_reference(x, k, batch_size=2048, precision="bf16").centroids
-    return kmeans(x, k, n_iter=n_iter, init=init, precision="bf16").centroids
-
-
 def peer_ours_unfused(x, k, n_iter, init, one_pass=False, **_):
-    if not (x.is_cuda and x.dim() == 2 and assign.fused_applies(init.unsqueeze(0), "tf32")):
+    """Ours without the fused kernel: the same Lloyd passes on cuBLAS TF32 products + min, then the final pass."""
+    if one_pass or not (x.is_cuda and x.dim() == 2 and assign.fused_applies(init.unsqueeze(0), "tf32")):
         raise Unavailable("the fused Triton path does not apply here")
-    assign.FUSED = False
-    try:  # one-pass regime: the TF32 pass without the fused kernel (ours is float32 products there)
-        return (peer_ours_tf32_pass if one_pass else peer_ours)(x, k, n_iter, init, one_pass=one_pass)
-    finally:
-        assign.FUSED = True
-
-
-def peer_ours_per_pass(x, k, n_iter, init, one_pass=False, **_):
-    if one_pass or x.dim() != 3 or not span.applies(x, init, tol=None, empty="keep"):
-        raise Unavailable("the span kernel does not apply here")
-    span.ENABLED = False
-    try:
-        return peer_ours(x, k, n_iter, init)
-    finally:
-        span.ENABLED = True
+    budget = assign.default_budget(x.device)
+    settings = dict(budget=budget, precision="tf32", fused=False)
+    centroids, _ = lloyd(
+        x.unsqueeze(0), None, init.unsqueeze(0), n_iter=n_iter, tol=None, empty="keep", cosine=False, **settings
+    )
+    assign.assign_pass(x.unsqueeze(0), centroids, None, want_dist=True, **settings)  # ours labels and measures too
+    return centroids[0]
 
 
 def peer_ours_cupy(x, k, n_iter, init, one_pass=False, **_):
@@ -218,8 +202,6 @@ PEERS = {
     "ours": peer_ours,
     "ours, cuBLAS + min": peer_ours_unfused,
     "ours, TF32 pass": peer_ours_tf32_pass,
-    "ours, bf16 products": peer_ours_bf16,
-    "ours, per pass (no span kernel)": peer_ours_per_pass,
     "ours (cupy)": peer_ours_cupy,
     "TorchPQ": peer_torchpq,
     "fast-pytorch-kmeans": peer_fast_pytorch_kmeans,

@@ -18,7 +18,6 @@ from recbole_mm.utils import tf32_switch
 
 DEFAULT_CPU_BUDGET = 32 * 2**20
 MAX_CUDA_BUDGET = 4 * 2**30
-FUSED = True  # use the fused Triton kernel where it applies (see fused_applies); False forces addmm + min
 
 
 class PassResult(NamedTuple):
@@ -56,14 +55,13 @@ def block_shape(n_batch: int, n_points: int, k: int, dim: int, itemsize: int, bu
 
 @contextlib.contextmanager
 def matmul_precision(precision: str, device: torch.device):
-    """CUDA float32 matrix products inside the block in TF32 (``precision`` ``'tf32'``, or ``'bf16'``, whose
-    products cuBLAS then runs in TF32) or full float32 (``'highest'``, whatever the process-wide setting); nothing
-    changes on other devices."""
+    """CUDA float32 matrix products inside the block in TF32 (``precision='tf32'``) or full float32
+    (``'highest'``, whatever the process-wide setting); nothing changes on other devices."""
     if device.type != "cuda":
         yield
         return
     matmul = torch.backends.cuda.matmul
-    name, value = tf32_switch(precision in ("tf32", "bf16"))
+    name, value = tf32_switch(precision == "tf32")
     saved = getattr(matmul, name)
     setattr(matmul, name, value)
     try:
@@ -89,9 +87,8 @@ def padded_operands(centroids: torch.Tensor):
 
 
 def fused_applies(centroids: torch.Tensor, precision: str) -> bool:
-    """Whether a pass uses the fused kernel: :data:`FUSED` on, one problem, TF32 or bfloat16 products allowed and
-    Triton can run."""
-    return FUSED and centroids.shape[0] == 1 and precision in ("tf32", "bf16") and fused_assign.available(centroids)
+    """Whether a pass can use the fused kernel: one problem, TF32 products allowed and Triton can run."""
+    return centroids.shape[0] == 1 and precision == "tf32" and fused_assign.available(centroids)
 
 
 def load_block(x: torch.Tensor, b0: int, b1: int, r0: int, r1: int, device, dtype, cosine: bool) -> torch.Tensor:
@@ -112,6 +109,7 @@ def assign_pass(
     want_labels: bool = True,
     want_sums: bool = False,
     want_dist: bool = False,
+    fused: bool = True,
 ) -> PassResult:
     """Assign the points of ``x`` to their nearest centroid, block by block.
 
@@ -120,12 +118,13 @@ def assign_pass(
         centroids: ``[B, k, d]`` on the compute device (unit rows in cosine mode).
         mask: bool ``[B, n]`` real points, or ``None``.
         budget: bytes of temporaries allowed per block.
-        precision: ``'highest'``, ``'tf32'`` or ``'bf16'`` (CUDA float32 products only; a single CUDA float32
-            problem then uses the fused Triton kernel when :func:`fused_applies`, and bfloat16 products only
-            there: elsewhere ``'bf16'`` runs as ``'tf32'``).
+        precision: ``'highest'`` or ``'tf32'`` (CUDA float32 products only; a single CUDA float32 problem then
+            uses the fused Triton kernel when :func:`fused_applies`).
         cosine: normalise the points (spherical k-means).
         rows: restrict the pass to these rows of every problem (mini-batch mode).
         want_labels, want_sums, want_dist: which outputs to compute.
+        fused: use the fused kernel where :func:`fused_applies`; ``False`` runs cuBLAS products and ``min``
+            instead (the benchmark's and the tests' comparison).
 
     Returns:
         :class:`PassResult` over the selected rows.
@@ -134,7 +133,7 @@ def assign_pass(
     n_batch, k, dim = centroids.shape
     r_start, r_stop = (0, x.shape[1]) if rows is None else (rows.start, rows.stop)
     n_rows = r_stop - r_start
-    fused = fused_applies(centroids, precision)
+    fused = fused and fused_applies(centroids, precision)
     fused_sums = fused and want_sums and mask is None  # the kernel adds the rows to their sums itself
     bb, rr = block_shape(n_batch, n_rows, 0 if fused else k, dim, centroids.element_size(), budget)  # fused: no scores
     c_sq, c_t = (centroids.pow(2).sum(-1), None) if fused else padded_operands(centroids)  # fused: no c^T copy
@@ -152,7 +151,7 @@ def assign_pass(
                 # min(-1).indices: the first minimum, like argmin, and faster on CPU; the scores die at once
                 if fused:
                     into = sums[:k] if fused_sums else None
-                    found = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0], into, precision)
+                    found = fused_assign.fused_nearest(block[0], centroids[0], c_sq[0], into)
                     lab = found.labels.unsqueeze(0)
                 elif b1 - b0 == 1:
                     lab = torch.addmm(c_sq[b0], block[0], c_t[b0], alpha=-2).min(-1).indices.unsqueeze(0)

@@ -1,7 +1,7 @@
 """Density-peak clustering with k-nearest-neighbour density (DPC-KNN), as MISSRec's reference code defines it.
 
-MISSRec's code ships this alternative to k-means for interest discovery, commented out (the released runs use
-k-means; ``shared/spec/missrec.md`` section 2.2). With ``dist(i, j) = ||x_i - x_j|| / sqrt(d)``:
+MISSRec's code (gimpong/MM23-MISSRec) ships this alternative to k-means for interest discovery, commented out (the
+released runs use k-means). With ``dist(i, j) = ||x_i - x_j|| / sqrt(d)``:
 
 1. density ``rho_i = exp(-mean of dist(i, j)^2 over the local_size nearest j)`` (the point itself included);
 2. ``delta_i`` = distance to the nearest point of strictly higher density; the largest distance of all for a

@@ -70,17 +70,6 @@ def available(x: torch.Tensor) -> bool:
     return runs and _triton() is not None  # triton imported only here: the import fixes its mode
 
 
-def bf16_unavailable(device: torch.device) -> Optional[str]:
-    """Why bfloat16 products cannot run in the kernel on ``device``, or ``None``."""
-    if _triton() is None:
-        return "triton is not installed"
-    if _interpreting():
-        return "Triton's CPU interpreter (TRITON_INTERPRET=1) computes bfloat16 products wrongly"
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 0):
-        return f"it needs a CUDA GPU of compute capability 8.0 or newer, found {device}"
-    return None
-
-
 @lru_cache(maxsize=None)
 def _kernel():
     """The autotuned kernel (one config under the interpreter, which cannot time configs)."""
@@ -93,7 +82,7 @@ def _kernel():
             triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": kk}, num_warps=w, num_stages=s)
             for m, n, kk, w, s in configs
         ],
-        key=["d", "k", "BF16", "WANT_SUMS"],
+        key=["d", "k", "WANT_SUMS"],
         restore_value=["sums_ptr"],  # timing runs must not add to the sums: each is undone
     )(nearest_kernel)
 
@@ -103,10 +92,8 @@ def fused_nearest(
     centroids: torch.Tensor,
     c_sq: Optional[torch.Tensor] = None,
     sums: Optional[torch.Tensor] = None,
-    precision: str = "tf32",
 ) -> Nearest:
-    """Nearest centroid of every row of ``x`` under TF32 (or bfloat16) products, without materialising the score
-    matrix.
+    """Nearest centroid of every row of ``x`` under TF32 products, without materialising the score matrix.
 
     Args:
         x: ``[n, d]`` float32 points (CUDA; CPU under ``TRITON_INTERPRET=1``).
@@ -114,8 +101,6 @@ def fused_nearest(
         c_sq: ``[k]`` squared centroid norms (computed when ``None``).
         sums: contiguous float32 ``[k, d]``, or ``None``; when given, every row of ``x`` is added to the row of its
             nearest centroid (float atomics: the order of the additions, and so the last bits, vary between runs).
-        precision: ``'tf32'``, or ``'bf16'`` (operands rounded to bfloat16, 8 mantissa bits, float32 sums: twice
-            the tensor-core rate, about 8x TF32's rounding; see :func:`bf16_unavailable`).
 
     Returns:
         :class:`Nearest` with ``best[i] = min_j (c_sq[j] - 2 x_i . c_j)`` and ``labels[i]`` its first argmin
@@ -138,11 +123,6 @@ def fused_nearest(
         raise ValueError(
             f"fused_nearest: centroids must be float32 on {x.device}, found {centroids.dtype} on {centroids.device}"
         )
-    if precision not in ("tf32", "bf16"):
-        raise ValueError(f"fused_nearest: precision must be 'tf32' or 'bf16', found {precision!r}")
-    reason = bf16_unavailable(x.device) if precision == "bf16" else None
-    if reason is not None:
-        raise ValueError(f"fused_nearest: bfloat16 products cannot run: {reason}")
     n, d = x.shape
     k = centroids.shape[0]
     if c_sq is None:
@@ -172,6 +152,5 @@ def fused_nearest(
 
     want_sums = sums is not None
     target = sums if want_sums else best  # the kernel ignores the pointer without WANT_SUMS
-    bf16 = precision == "bf16"
-    _kernel()[grid](x, centroids, c_sq, labels, best, target, n, k, d, stride_x, stride_c, vec, bf16, want_sums)
+    _kernel()[grid](x, centroids, c_sq, labels, best, target, n, k, d, stride_x, stride_c, vec, want_sums)
     return Nearest(labels, best)

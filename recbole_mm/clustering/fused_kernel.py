@@ -10,18 +10,6 @@ import triton.language as tl
 
 
 @triton.jit
-def _product(a, b, acc, BF16: tl.constexpr):
-    """``acc + a @ b`` on tensor cores: TF32 operands, or bfloat16 ones (float32 accumulation either way).
-
-    The bfloat16 operands are rounded here, from the float32 tiles: handed bfloat16 arrays instead (half the
-    bytes), Triton 3.6 does not multi-buffer this loop's loads on sm_90 (one 16 KB stage against three
-    ``cp.async`` stages for float32, seen in the compiled kernel), so the loads keep their float32 pipeline."""
-    if BF16:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
-    return tl.dot(a, b, acc, input_precision="tf32")
-
-
-@triton.jit
 def nearest_kernel(
     x_ptr,
     c_ptr,
@@ -35,14 +23,13 @@ def nearest_kernel(
     stride_x,
     stride_c,
     VEC: tl.constexpr,
-    BF16: tl.constexpr,
     WANT_SUMS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """Per program, rows ``[pid * BLOCK_M, +BLOCK_M)`` of ``x [n, d]``: the first argmin over ``j < k`` of
-    ``c_sq[j] - 2 x . c_j`` (products in TF32, or in bfloat16 with ``BF16``) into ``labels`` (int64) and its value
+    ``c_sq[j] - 2 x . c_j`` (TF32 products, float32 sums) into ``labels`` (int64) and its value
     into ``best``; ``stride_x * VEC`` and ``stride_c * VEC`` are the row strides (in floats) of ``x`` and
     ``c [k, d]``. With ``WANT_SUMS`` each row is then added to row ``labels[i]`` of ``sums [k, d]`` (contiguous;
     relaxed float atomics, as ``index_add_``) while the rows are still in cache, which saves the update a second
@@ -63,12 +50,12 @@ def nearest_kernel(
         for k0 in range(0, d_full, BLOCK_K):  # whole chunks: masks constant along d
             a = tl.load(x_rows + (k0 + offs_k)[None, :], mask=row_ok[:, None], other=0.0)
             b = tl.load(c_cols + (k0 + offs_k)[:, None], mask=col_ok[None, :], other=0.0)
-            dot = _product(a, b, dot, BF16)
+            dot = tl.dot(a, b, dot, input_precision="tf32")
         if d_full < d:  # the last, partial chunk reads zeros past d
             dk = d_full + offs_k
             a = tl.load(x_rows + dk[None, :], mask=row_ok[:, None] & (dk < d)[None, :], other=0.0)
             b = tl.load(c_cols + dk[:, None], mask=col_ok[None, :] & (dk < d)[:, None], other=0.0)
-            dot = _product(a, b, dot, BF16)
+            dot = tl.dot(a, b, dot, input_precision="tf32")
         # padded centroids (past k) score +inf, so they never win
         c_sq = tl.load(c_sq_ptr + cols, mask=col_ok, other=float("inf"))
         scores = c_sq[None, :] - 2.0 * dot

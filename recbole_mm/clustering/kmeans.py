@@ -12,9 +12,7 @@ so sums (and, at near-ties, labels) may differ in the last bits between runs unl
 ``torch.use_deterministic_algorithms(True)`` is set (PyTorch then uses a deterministic ``index_add_``). TF32
 products (the CUDA default for float32) round the distances used for the assignment, not the reported inertia,
 which is always measured exactly; the GPU tests check it stays within 0.5% of float64 Lloyd from the same start.
-The CuPy backend is deterministic (fixed summation order, no atomics), and so are the iterations of small
-float32 problems on CUDA (``n + k <= 128`` points and centroids per problem, a fixed iteration count, empty
-clusters kept), which run in one Triton kernel in the span of the points (:mod:`recbole_mm.clustering.span`).
+The CuPy backend is deterministic (fixed summation order, no atomics).
 """
 
 from typing import Optional, Union
@@ -28,7 +26,6 @@ from recbole_mm.clustering.validation import (
     check_choice,
     check_init,
     check_positive_int,
-    check_precision,
     check_problem,
 )
 
@@ -70,11 +67,10 @@ def kmeans(
             a quarter of free CUDA memory up to 4 GiB); the ``n x k`` matrix is never larger than this.
         minibatch_size: rows per mini-batch for mini-batch k-means; ``None`` runs full Lloyd passes.
         mask: bool ``[B, n]`` real points in batched mode (padding gets label ``-1`` and is ignored).
-        precision: ``'highest'``, ``'tf32'`` or ``'bf16'`` for the assignment products; default ``'highest'`` on
-            CPU and ``'tf32'`` on CUDA float32. ``'bf16'`` (opt-in, CUDA float32 with Triton) rounds the operands
-            of the fused kernel's products to bfloat16: twice TF32's tensor-core rate, about 8x its rounding (the
-            reported inertia is still exact). That kernel runs single problems; where it does not (batched
-            problems, and problems with ``n + k <= 128``, which take the span kernel), ``'bf16'`` runs as TF32.
+        precision: ``'highest'`` or ``'tf32'`` for the assignment products; default ``'highest'`` on CPU and
+            ``'tf32'`` on CUDA float32 (CUDA float64 and the CPU always compute in full precision). A single CUDA
+            float32 problem under ``'tf32'`` is assigned by the fused Triton kernel when Triton is installed
+            (:mod:`recbole_mm.clustering.fused_assign`), else by cuBLAS products; the reported inertia is exact.
         device: compute device (default: ``x``'s); a CPU ``x`` with a CUDA device streams through the GPU.
 
     Returns:
@@ -99,7 +95,6 @@ def kmeans(
     device = torch.device(device) if device is not None else problem.x.device
     if precision is None:
         precision = "tf32" if device.type == "cuda" and problem.dtype == torch.float32 else "highest"
-    check_precision(precision, device, problem.dtype)
     options = dict(
         n_iter=n_iter,
         tol=tol,

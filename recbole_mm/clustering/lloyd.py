@@ -1,10 +1,9 @@
 """Torch k-means: Lloyd iterations (full passes) or mini-batch passes, batched over problems.
 
 One iteration is one pass of :func:`recbole_mm.clustering.assign.assign_pass` that assigns every point to
-the nearest current centroid and accumulates the per-cluster sums in the same sweep, then one centroid
-update (small problems take the single-kernel path of :mod:`recbole_mm.clustering.span` instead). After the last
-update a final pass labels every point with its nearest *returned* centroid and measures the inertia exactly
-(``||x - c||^2`` of the assigned pair, accumulated in float64).
+the nearest current centroid and accumulates the per-cluster sums in the same sweep, then one centroid update.
+After the last update a final pass labels every point with its nearest *returned* centroid and measures the
+inertia exactly (``||x - c||^2`` of the assigned pair, accumulated in float64).
 """
 
 from typing import Optional
@@ -12,7 +11,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from recbole_mm.clustering import span
 from recbole_mm.clustering.assign import assign_pass
 
 
@@ -68,23 +66,25 @@ def _converged(previous: Optional[torch.Tensor], current: torch.Tensor, tol: Opt
     return bool(((previous - current) <= tol * previous).all())
 
 
-def _pass_settings(empty, tol, cosine, budget, precision) -> dict:
+def _pass_settings(empty, tol, cosine, budget, precision, fused) -> dict:
     """Keyword arguments of :func:`assign_pass` for an update pass: sums always, distances when needed."""
     want_dist = empty == "farthest" or tol is not None
     return dict(
-        budget=budget, precision=precision, cosine=cosine, want_labels=False, want_sums=True, want_dist=want_dist
+        budget=budget,
+        precision=precision,
+        cosine=cosine,
+        want_labels=False,
+        want_sums=True,
+        want_dist=want_dist,
+        fused=fused,
     )
 
 
-def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision):
-    """Full-batch Lloyd from ``centroids [B, k, d]``; returns ``(centroids, n_iter_done)``.
-
-    Small problems with a fixed iteration count run in one kernel (:mod:`recbole_mm.clustering.span`) where it
-    applies; everything else runs pass by pass.
+def lloyd(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precision, fused=True):
+    """Full-batch Lloyd from ``centroids [B, k, d]``, one :func:`assign_pass` per update; returns
+    ``(centroids, n_iter_done)``. ``fused=False`` keeps the passes off the fused kernel (see :func:`assign_pass`).
     """
-    if span.applies(x, centroids, tol=tol, empty=empty):
-        return span.span_lloyd(x, mask, centroids, n_iter=n_iter, cosine=cosine, precision=precision), n_iter
-    settings = _pass_settings(empty, tol, cosine, budget, precision)
+    settings = _pass_settings(empty, tol, cosine, budget, precision, fused)
     want_dist = settings["want_dist"]
     previous = None
     done = 0
@@ -111,7 +111,7 @@ def minibatch(x, mask, centroids, *, n_iter, tol, empty, cosine, budget, precisi
     n_batch, n_points, _ = x.shape
     totals = torch.zeros(n_batch, centroids.shape[1], dtype=centroids.dtype, device=centroids.device)
     starts = list(range(0, n_points, batch_rows))
-    settings = _pass_settings(empty, tol, cosine, budget, precision)
+    settings = _pass_settings(empty, tol, cosine, budget, precision, fused=True)
     want_dist = settings["want_dist"]
     previous = None
     done = 0

@@ -1,7 +1,8 @@
 """MISSRec's k-means, reproduced behaviour for behaviour (reference-compatible mode).
 
-MISSRec clusters its item-modality tokens with a modified TorchPQ ``MinibatchKMeans`` (v0.3.0.6; see
-``shared/spec/missrec.md`` section 3). This module reproduces what that code does, not what k-means should do:
+MISSRec clusters its item-modality tokens with a modified copy of TorchPQ's ``MinibatchKMeans`` (v0.3.0.6,
+``torchpq/clustering/MinibatchKMeans.py`` of gimpong/MM23-MISSRec). This module reproduces what that code does, not
+what k-means should do:
 
 1. ``batch_size <= k`` becomes ``int(1.1 * k)``;
 2. one pass over sequential, unshuffled minibatches; when the rows left after a batch are at most ``k`` they are
@@ -29,7 +30,6 @@ from recbole_mm.clustering.validation import (
     PRECISIONS,
     check_choice,
     check_positive_int,
-    check_precision,
     check_problem,
 )
 
@@ -58,9 +58,9 @@ def kmeans_reference(
         k: number of clusters, ``1 <= k <= n``.
         batch_size: the reference's minibatch size (MISSRec uses 2048).
         seed: seeds the choice of initial rows in the first minibatch.
-        precision: ``'highest'`` (float32 products, as the reference's kernels), ``'tf32'`` (CUDA float32
-            only: TF32 products through the fused assignment kernel; near-tie rows may take the other centroid) or
-            ``'bf16'`` (the same kernel with bfloat16 operands: faster, rounder; see :func:`kmeans`).
+        precision: ``'highest'`` (float32 products, as the reference's kernels) or ``'tf32'`` (CUDA float32
+            only: TF32 products through the fused assignment kernel; near-tie rows may take the other centroid;
+            elsewhere the same as ``'highest'``).
 
     Returns:
         :class:`KMeansResult` with ``labels [n]``, non-negative ``centroids [k, d]``, the exact inertia of the
@@ -75,7 +75,6 @@ def kmeans_reference(
         raise ClusteringError(f"seed: expected an integer, found {seed!r}")
     tokens = problem.x.to(problem.dtype)
     device = tokens.device
-    check_precision(precision, device, problem.dtype)
     budget = default_budget(device)
     bounds = reference_batches(tokens.shape[1], k, batch_size)
     first = np.random.RandomState(seed).choice(bounds[0][1] - bounds[0][0], k, replace=False)

@@ -102,24 +102,7 @@ def check_choice(name: str, value, allowed) -> None:
         raise ClusteringError(f"{name}: expected one of {list(allowed)}, found {value!r}")
 
 
-PRECISIONS = ("highest", "tf32", "bf16")  # of the assignment products
-
-
-def check_precision(precision: str, device: torch.device, dtype: torch.dtype) -> None:
-    """Raise unless ``precision`` can run: ``'bf16'`` needs the fused Triton kernel's hardware (float32 data on a
-    CUDA GPU of compute capability 8.0 or newer, Triton installed, not its CPU interpreter, whose bfloat16
-    products are wrong)."""
-    from recbole_mm.clustering import fused_assign
-
-    if precision != "bf16":
-        return
-    if device.type != "cuda" or dtype != torch.float32:
-        raise ClusteringError(
-            f"precision: 'bf16' runs in the fused Triton kernel on float32 CUDA data; found {dtype} on {device}"
-        )
-    reason = fused_assign.bf16_unavailable(device)
-    if reason is not None:
-        raise ClusteringError(f"precision: 'bf16' cannot run here: {reason}")
+PRECISIONS = ("highest", "tf32")  # of the assignment products
 
 
 def check_positive_int(name: str, value, minimum: int = 1, optional: bool = False) -> None:

@@ -15,9 +15,10 @@ import sys
 import pytest
 import torch
 
-from recbole_mm.clustering import assign, fused_assign, kmeans, kmeans_reference
+from recbole_mm.clustering import fused_assign, kmeans, kmeans_reference
 from recbole_mm.clustering.assign import assign_pass, fused_applies
 from recbole_mm.clustering.fused_assign import available, fused_nearest
+from recbole_mm.clustering.lloyd import lloyd
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -28,7 +29,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # difference of two scores by at most 2e-3 * scale.
 REL_FP32 = 1e-4
 REL_TF32 = 2e-3
-REL_BF16 = 1.6e-2  # bfloat16: 7 mantissa bits against TF32's 10, so 8x
 
 
 @pytest.fixture
@@ -117,17 +117,6 @@ def test_sums_add_every_row_to_its_nearest_centroid_across_calls(device):
     assert torch.equal(labels, fused_nearest(x, centroids).labels)  # the sums change nothing else
 
 
-def test_bf16_refused_where_it_cannot_run(device):
-    x = torch.zeros(3, 4, device=device)
-    with pytest.raises(ValueError, match="precision must be 'tf32' or 'bf16', found 'fp16'"):
-        fused_nearest(x, x[:2], precision="fp16")
-    if device.type == "cpu":  # the interpreter's bfloat16 products are wrong: refused, not run
-        with pytest.raises(ValueError, match="bfloat16 products cannot run: Triton's CPU interpreter"):
-            fused_nearest(x, x[:2], precision="bf16")
-    else:
-        assert fused_assign.bf16_unavailable(device) is None
-
-
 def test_bad_sums_raise(device):
     x, centroids = torch.zeros(3, 4, device=device), torch.zeros(2, 4, device=device)
     with pytest.raises(ValueError, match=r"sums must be contiguous float32 \[2, 4\] .* \(2, 3\)"):
@@ -184,7 +173,7 @@ def test_available_where_triton_runs(device):
 
 
 @pytest.mark.parametrize("mask, rows", [(False, None), (True, None), (True, slice(50, 250))])
-def test_assign_pass_fused_equals_cublas_path(device, fused_calls, monkeypatch, mask, rows):
+def test_assign_pass_fused_equals_cublas_path(device, fused_calls, mask, rows):
     x, centroids = small_ints((1, 300, 33), 8, device), small_ints((1, 130, 33), 9, device)  # exact scores
     real = (torch.rand(1, 300, generator=torch.Generator().manual_seed(10)) > 0.2).to(device) if mask else None
     budget = 4 * (2 * 33 + 4) * 100  # 100 rows per block once no score matrix is stored
@@ -192,9 +181,8 @@ def test_assign_pass_fused_equals_cublas_path(device, fused_calls, monkeypatch, 
     fused = assign_pass(x, centroids, real, **options)
     n_rows = 300 if rows is None else 200
     assert fused_calls == [100] * (n_rows // 100)
-    monkeypatch.setattr(assign, "FUSED", False)
-    plain = assign_pass(x, centroids, real, **options)
-    assert len(fused_calls) == n_rows // 100  # the switch turned the kernel off
+    plain = assign_pass(x, centroids, real, fused=False, **options)
+    assert len(fused_calls) == n_rows // 100  # fused=False kept the kernel off
     assert torch.equal(fused.labels, plain.labels)
     assert torch.equal(fused.sums, plain.sums) and torch.equal(fused.counts, plain.counts)
     assert torch.equal(fused.dist, plain.dist)
@@ -203,17 +191,15 @@ def test_assign_pass_fused_equals_cublas_path(device, fused_calls, monkeypatch, 
         assert bool((fused.labels[~kept] == -1).all()) and bool((fused.labels[kept] >= 0).all())
 
 
-def test_fused_applies_only_to_single_tf32_float32_problems(device, monkeypatch):
+def test_fused_applies_only_to_single_tf32_float32_problems(device):
     one = torch.zeros(1, 4, 3, device=device)
     assert fused_applies(one, "tf32")
     assert not fused_applies(one, "highest")
     assert not fused_applies(torch.zeros(2, 4, 3, device=device), "tf32")  # batched problems keep baddbmm
     assert not fused_applies(one.double(), "tf32")
-    monkeypatch.setattr(assign, "FUSED", False)
-    assert not fused_applies(one, "tf32")
 
 
-def test_kmeans_fused_equals_unfused_on_separated_data(device, fused_calls, monkeypatch):
+def test_kmeans_fused_equals_unfused_on_separated_data(device, fused_calls):
     centres = 6 * gaussian((5, 20), 11)
     order = torch.randperm(200, generator=torch.Generator().manual_seed(13))
     x = (centres.repeat_interleave(40, 0) + 0.5 * gaussian((200, 20), 12))[order].to(device)
@@ -223,11 +209,12 @@ def test_kmeans_fused_equals_unfused_on_separated_data(device, fused_calls, monk
     start = centres.to(device)
     fused = kmeans(x, 5, n_iter=3, init=start, precision="tf32")
     assert fused_calls == [200] * 4  # three Lloyd passes and the final one, each a single block
-    monkeypatch.setattr(assign, "FUSED", False)
-    plain = kmeans(x, 5, n_iter=3, init=start, precision="tf32")
-    assert torch.equal(fused.labels, plain.labels)
-    torch.testing.assert_close(fused.centroids, plain.centroids, rtol=1e-5, atol=1e-5)
-    assert fused.inertia == pytest.approx(plain.inertia, rel=1e-5)
+    settings = dict(n_iter=3, tol=None, empty="keep", cosine=False, budget=2**20, precision="tf32")
+    plain, done = lloyd(x.unsqueeze(0), None, start.unsqueeze(0), fused=False, **settings)
+    assert done == 3 and len(fused_calls) == 4  # fused=False kept the kernel off
+    labels = assign_pass(x.unsqueeze(0), plain, None, budget=2**20, precision="tf32", fused=False).labels[0]
+    assert torch.equal(fused.labels, labels)
+    torch.testing.assert_close(fused.centroids, plain[0], rtol=1e-5, atol=1e-5)
 
 
 def test_reference_pass_in_tf32_runs_fused_and_keeps_the_labels_on_separated_data(device, fused_calls):
@@ -243,6 +230,7 @@ def test_reference_pass_in_tf32_runs_fused_and_keeps_the_labels_on_separated_dat
 
 
 BUILD_FOR_H100 = """
+import re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -251,41 +239,40 @@ from recbole_mm.clustering.fused_assign import CONFIGS, _kernel
 jit = _kernel().fn
 kinds = dict(x_ptr="*fp32", c_ptr="*fp32", c_sq_ptr="*fp32", labels_ptr="*i64", best_ptr="*fp32", sums_ptr="*fp32")
 signature = {name: kinds.get(name, "constexpr" if name.isupper() else "i32") for name in jit.arg_names}
-for bf16, sums in ((False, False), (False, True), (True, True)):
+for sums in (False, True):
     for vec, (block_m, block_n, block_k, warps, stages) in [(4, c) for c in CONFIGS] + [(1, CONFIGS[0])]:
-        constants = dict(VEC=vec, BF16=bf16, WANT_SUMS=sums, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+        constants = dict(VEC=vec, WANT_SUMS=sums, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
         source = ASTSource(fn=jit, signature=signature, constexprs=constants)
         options = dict(num_warps=warps, num_stages=stages)
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
-        kind = ".bf16" if bf16 else ".tf32"
-        ok = "wgmma.mma_async" in ptx and kind in ptx and (("atom.global" in ptx) == sums)
-        print("ok" if ok else "no-wgmma-or-atomics", block_m, block_n, block_k, vec, bf16, sums)
+        atomics = re.search(r"\\b(atom|red)\\.global", ptx) is not None  # red: an atomic add, result unused
+        ok = "wgmma.mma_async" in ptx and ".tf32" in ptx and atomics == sums
+        print("ok" if ok else "no-wgmma-or-atomics", block_m, block_n, block_k, vec, sums)
 """
 
 
 @needs_triton
 def test_every_config_builds_for_the_h100():
     """Compile only, no GPU needed: each autotune config (and the unaligned-row variant), with and without the
-    fused sums and with bfloat16 operands, lowers to sm_90 code with TF32 (or bf16) wgmma instructions and global
-    atomics exactly when it adds the sums (ptxas included), in a fresh process where Triton compiles."""
+    fused sums, lowers to sm_90 code with TF32 wgmma instructions and global atomics exactly when it adds the sums
+    (ptxas included), in a fresh process where Triton compiles."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", BUILD_FOR_H100], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = run.stdout.splitlines()
-    assert len(lines) == 3 * (len(fused_assign.CONFIGS) + 1) and all(line.startswith("ok ") for line in lines), lines
+    assert len(lines) == 2 * (len(fused_assign.CONFIGS) + 1) and all(line.startswith("ok ") for line in lines), lines
 
 
-@pytest.mark.parametrize("precision, rel, clear", [("tf32", REL_TF32, 0.5), ("bf16", REL_BF16, 0.1)])
 @pytest.mark.parametrize("n, d, k", [(50_000, 300, 17_879), (20_000, 256, 1024)])
 @pytest.mark.gpu
 @needs_triton
 @needs_cuda
-def test_cuda_matches_float64_at_missrec_size(n, d, k, precision, rel, clear):
+def test_cuda_matches_float64_at_missrec_size(n, d, k):
     """Labels within the products' rounding of float64, the clear-cut share decided exactly, and the fused sums."""
     x, centroids = gaussian((n, d), 13, "cuda"), gaussian((k, d), 14, "cuda")
     sums = torch.zeros(k, d, device="cuda")
-    result = fused_nearest(x, centroids, sums=sums, precision=precision)
-    assert check_against_float64(x, centroids, result, rel) > clear
+    result = fused_nearest(x, centroids, sums=sums)
+    assert check_against_float64(x, centroids, result, REL_TF32) > 0.5
     expected = torch.zeros(k, d, dtype=torch.float64, device="cuda").index_add_(0, result.labels, x.double())
     torch.testing.assert_close(sums.double(), expected, rtol=1e-4, atol=1e-3)  # float32 atomics, any order
 
@@ -293,27 +280,14 @@ def test_cuda_matches_float64_at_missrec_size(n, d, k, precision, rel, clear):
 @pytest.mark.gpu
 @needs_triton
 @needs_cuda
-def test_cuda_bf16_kmeans_and_reference_pass_within_half_percent(fused_calls):
-    x = gaussian((50_000, 300), 15, "cuda")
-    start = kmeans(x, 2001, n_iter=0, seed=0).centroids
-    fast = kmeans(x, 2001, n_iter=10, init=start, precision="bf16")
-    assert len(fused_calls) >= 11  # ten Lloyd passes and the final one (a block each, at least)
-    exact = kmeans(x.double(), 2001, n_iter=10, init=start.double())  # float64: no kernel
-    assert fast.inertia / exact.inertia < 1.005
-    one_pass = kmeans_reference(x, 2001, precision="bf16")
-    faithful = kmeans_reference(x, 2001)
-    assert abs(one_pass.inertia / faithful.inertia - 1) < 0.005
-
-
-@pytest.mark.gpu
-@needs_triton
-@needs_cuda
-def test_cuda_kmeans_fused_inertia_within_half_percent_of_unfused(fused_calls, monkeypatch):
+def test_cuda_kmeans_fused_inertia_within_half_percent_of_unfused(fused_calls):
     x = gaussian((50_000, 300), 15, "cuda")
     fused = kmeans(x, 2001, n_iter=10, seed=0)  # odd k: the cuBLAS path pads it, the kernel masks it
     used = len(fused_calls)
     assert used >= 11  # ten Lloyd passes and the final one
-    monkeypatch.setattr(assign, "FUSED", False)
-    plain = kmeans(x, 2001, n_iter=10, seed=0)
+    start = kmeans(x, 2001, n_iter=0, seed=0).centroids.unsqueeze(0)
+    settings = dict(n_iter=10, tol=None, empty="keep", cosine=False, budget=2**30, precision="tf32", fused=False)
+    plain, _ = lloyd(x.unsqueeze(0), None, start, **settings)
+    final = assign_pass(x.unsqueeze(0), plain, None, budget=2**30, precision="tf32", want_dist=True, fused=False)
     assert len(fused_calls) == used
-    assert abs(fused.inertia / plain.inertia - 1) < 0.005
+    assert abs(fused.inertia / float(final.dist.sum()) - 1) < 0.005

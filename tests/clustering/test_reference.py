@@ -116,7 +116,7 @@ def test_init_comes_from_first_minibatch():
         ((torch.randn(10, 3), 2), {"batch_size": 0}, "batch_size"),
         ((torch.full((10, 3), float("nan")), 2), {}, "NaN or inf"),
         ((torch.randn(10, 3), 2), {"precision": "fp16"}, "precision"),
-        ((torch.randn(10, 3), 2), {"precision": "bf16"}, "'bf16' runs in the fused Triton kernel on float32 CUDA data"),
+        ((torch.randn(10, 3), 2), {"precision": "bf16"}, r"precision: expected one of \['highest', 'tf32'\]"),
     ],
 )
 def test_bad_input(args, kwargs, message):
