@@ -1,0 +1,458 @@
+# -*- coding: utf-8 -*-
+r"""
+LongSequenceRecommender
+################################################
+
+The family base of SIM, ETA, QIN, TWIN and SEMINAR: target-aware scoring of a candidate against a user's
+long history of (item, query) pairs, in two stages. A *general search unit* (GSU, the part each model
+supplies) picks ``K`` of the ``L`` history positions for every candidate; an *exact search unit* (ESU,
+multi-head target attention, shared here) reads them; an MLP on ``[ESU output, candidate]`` gives the
+logit, trained with pointwise BCE against one sampled negative per row.
+
+Reference:
+    Shen et al. "SEMINAR: Search Enhanced Multi-modal Interest Network and Approximate Retrieval for Lifelong
+    Sequential Recommendation." arXiv 2407.10714 (2024).
+
+Reference code:
+    https://github.com/paper-submission-coder/SEMINAR (``long_seq_models/base_model.py``)
+
+What the base holds (as in the reference):
+
+* item embedding = softmax-gated sum of the ID embedding and each modality's table through its own
+  ``Linear(feature_dim, D)``; the gate is **global** (one learned vector through ``Linear(D, 1 + M)``);
+* query embedding = sum of its keyword embeddings / ``query_max_tokens`` (the mean over the reference's five
+  keyword slots, empty slots included; an empty query is the zero vector);
+* pair = ``alpha * query + (1 - alpha) * item`` for every history position and every candidate;
+* ESU: ``num_heads`` full-width heads (``Linear(D, D)`` each for Q, K, V), logits scaled by ``1/sqrt(D)``,
+  output ``Linear(H*D, D)``; a GSU returns one set for all heads, or one set per head (TWIN, SEMINAR);
+* head ``Linear(2D, mlp_hidden_size) -> ReLU -> Linear(., 1)`` (PyTorch's default init: the reference creates it
+  after its N(0, 0.02) init), BCE over ``[positive logits; negative logits]``;
+* the training negative's query is a query drawn at random from the row's own history (the reference draws one
+  of the user's own target queries).
+
+Departures (``reference_compat: True`` restores those marked *compat*):
+
+* Candidates are scored as a batch: the history is embedded and projected once per user, every candidate's
+  retrieval is a top-K over a ``[B, C, G, L]`` score tensor, and the ESU reads its set through a mask over the
+  ``L`` positions (the same softmax as over the gathered ``K``). The reference loops over candidates in Python,
+  re-projecting the history for each. ``batch_candidates: False`` scores one candidate at a time with the same
+  code (for the speed comparison). Evaluation rows that share a history (RecBole's ``uniN`` layout) are
+  grouped back into one user with ``C`` candidates.
+* B1 (*compat*): the modality tables are the dataset's features. The reference's init overwrote its CLIP
+  tables with N(0, 0.02) noise and kept them frozen; under compat the tables are that noise (drawn from a
+  generator seeded with ``seed``, so a reloaded model has the same tables).
+* B2 (*compat*): the ESU's Q/K/V layers are registered (``nn.ModuleList``), initialised N(0, 0.02) and
+  trained. The reference kept them in Python lists: PyTorch's default init, never trained, not saved; under
+  compat they keep the default init and are frozen (saved, so a checkpoint reproduces them).
+* B8 (*compat*): padded history positions are excluded from every GSU top-K and masked in the ESU softmax.
+  The reference ranks them with the real items, gathers them as zero vectors and lets them take attention
+  weight (their keys equal the projection biases).
+* B9: every tensor is created on the input's device.
+* ``K`` larger than the padded history width is clamped to it; with fewer real items than ``K`` the set holds
+  them all (padding masked). A candidate whose history has no real item reads a zero ESU output.
+* Ties in evaluation are ranked pessimistically (``LongSequenceTrainer``): a positive tied with a negative
+  does not win. The reference's argsort could rank a tied positive first.
+* Full ranking works (``item_chunk_size`` candidates at a time) for comparison with full-ranking models;
+  the family's protocol is uni100.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import FeatureType, InputType
+from torch import nn
+
+from recbole_mm.errors import ConfigError, DataFieldError
+from recbole_mm.model.layers import ItemFeatureBank
+
+EVAL_QUERY_MODES = ("recommendation", "search", "pair")
+
+
+@dataclass
+class History:
+    r"""One batch of user histories, embedded once and shared by every candidate.
+
+    Attributes:
+        items: ``[B, L]`` item ids (0 = padding).
+        valid: ``[B, L]`` bool, True at real items.
+        queries: ``[B, L, Q]`` keyword ids of each position's query (0 = padding / empty).
+        pairs: ``[B, L, D]`` fused (item, query) embeddings (padding positions not zeroed).
+    """
+
+    items: torch.Tensor
+    valid: torch.Tensor
+    queries: torch.Tensor
+    pairs: torch.Tensor
+
+
+@dataclass
+class Retrieval:
+    r"""What a GSU returns for ``C`` candidates per user.
+
+    Attributes:
+        select: ``[B, C, G, L]`` bool, the retrieved positions; ``G = 1`` (every ESU head reads the same set) or
+            ``G = num_heads`` (head ``h`` reads set ``h``).
+        logits: optional ``[B, C, H, L]`` ESU logits the GSU already computed with the ESU's own projections
+            (TWIN's consistency-preserving search); the ESU reuses them.
+        aux: optional ``[B, C]`` auxiliary logits trained with their own BCE (SIM's GSU loss).
+    """
+
+    select: torch.Tensor
+    logits: Optional[torch.Tensor] = None
+    aux: Optional[torch.Tensor] = None
+
+
+def mlp_head(in_size: int, hidden_size: int) -> nn.Sequential:
+    """``Linear(in_size, hidden_size) -> ReLU -> Linear(hidden_size, 1)``, PyTorch's default init."""
+    return nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
+
+
+def stacked_heads(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    r"""Apply ``H`` linear layers ``D_in -> D_out`` to ``x [..., D_in]`` at once: ``[..., H, D_out]``."""
+    weight = torch.stack([layer.weight for layer in layers])  # [H, D_out, D_in]
+    out = torch.einsum("...i,hoi->...ho", x, weight)
+    if layers[0].bias is not None:
+        out = out + torch.stack([layer.bias for layer in layers])
+    return out
+
+
+class LongSequenceRecommender(SequentialRecommender):
+    r"""Base of the long-sequence target-attention family; subclasses implement :meth:`gsu`.
+
+    Batches carry ``item_id_list [B, L]``, ``item_length [B]``, ``<QUERY_FIELD>_list [B, L, Q]``, the target
+    ``item_id [B]`` with its ``<QUERY_FIELD> [B, Q]``, and in training ``neg_item_id [B]``. Candidates' own
+    queries (``eval_query_mode: pair``) come from the dataset's per-item ``dummy_query [n_items, Q]``.
+    """
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super(LongSequenceRecommender, self).__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]  # D
+        self.num_heads = config["num_heads"]  # H, full-width heads
+        self.retrieve_topk = config["retrieve_topk"]  # K
+        self.fusion_weight_query = config["fusion_weight_query"]  # alpha
+        self.mlp_hidden_size = config["mlp_hidden_size"]
+        self.initializer_range = config["initializer_range"]
+        self.query_max_tokens = config["query_max_tokens"]
+        self.eval_query_mode = config["eval_query_mode"]
+        self.batch_candidates = config["batch_candidates"]
+        self.item_chunk_size = config["item_chunk_size"]
+        self.reference_compat = config["reference_compat"]
+        self.QUERY = config["QUERY_FIELD"]
+        self.QUERY_SEQ = self.QUERY + config["LIST_SUFFIX"]
+        self.USER_ID = config["USER_ID_FIELD"]
+        self._check_config(config)
+        self._check_query_fields(dataset)
+        self._register_dummy_query(dataset)
+
+        names = list(getattr(dataset, "mm_features", {})) if config["multi_modal"] else []
+        self.features = ItemFeatureBank(dataset, names)
+        self.modalities = list(self.features.names)
+        D = self.hidden_size
+        self.item_embedding = nn.Embedding(self.n_items, D, padding_idx=0)
+        self.query_embedding = nn.Embedding(dataset.num(self.QUERY), D, padding_idx=0)
+        self.modal_projection = nn.ModuleDict({m: nn.Linear(self.features.dim(m), D) for m in self.modalities})
+        if self.modalities:
+            self.gate_context = nn.Parameter(torch.empty(1, D))  # the reference's Linear(D, 1).weight
+            self.gate = nn.Linear(D, 1 + len(self.modalities))
+        self.w_q = nn.ModuleList([nn.Linear(D, D) for _ in range(self.num_heads)])
+        self.w_k = nn.ModuleList([nn.Linear(D, D) for _ in range(self.num_heads)])
+        self.w_v = nn.ModuleList([nn.Linear(D, D) for _ in range(self.num_heads)])
+        self.w_o = nn.Linear(self.num_heads * D, D)
+        self.head = mlp_head(2 * D, self.mlp_hidden_size)
+
+        self.apply(self._init_weights)
+        if self.modalities:
+            bound = 1 / math.sqrt(D)  # PyTorch's default for Linear(D, 1).weight: the reference's init skips it
+            nn.init.uniform_(self.gate_context, -bound, bound)
+        for layer in self.head:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        if self.reference_compat:
+            self._reference_tables(config["seed"])
+            for layer in [*self.w_q, *self.w_k, *self.w_v]:  # B2: default init, never trained
+                layer.reset_parameters()
+                layer.requires_grad_(False)
+
+    # ------------------------------------------------------------------ set-up
+    def _check_config(self, config):
+        name = type(self).__name__
+
+        def bad(key, expected):
+            raise ConfigError(f"{name}: config key '{key}' must be {expected}, found {config[key]!r}")
+
+        for key in ("hidden_size", "num_heads", "retrieve_topk", "mlp_hidden_size", "query_max_tokens"):
+            if not isinstance(config[key], int) or config[key] < 1:
+                bad(key, "a positive int")
+        if not isinstance(self.fusion_weight_query, (int, float)) or not 0 <= self.fusion_weight_query <= 1:
+            bad("fusion_weight_query", "a float in [0, 1]")
+        if self.eval_query_mode not in EVAL_QUERY_MODES:
+            bad("eval_query_mode", f"one of {list(EVAL_QUERY_MODES)}")
+        if not isinstance(self.item_chunk_size, int) or self.item_chunk_size < 1:
+            bad("item_chunk_size", "a positive int")
+        neg = config["train_neg_sample_args"]
+        if not neg or neg.get("distribution") in (None, "none") or neg.get("sample_num") != 1:
+            raise ConfigError(
+                f"{name}: trains with BCE on one sampled negative per row; config key 'train_neg_sample_args' must "
+                f"be {{distribution: uniform, sample_num: 1}}, found {neg!r}"
+            )
+
+    def _check_query_fields(self, dataset):
+        name = type(self).__name__
+        fields = getattr(dataset, "field2type", {})
+        missing = [f for f in (self.QUERY, self.QUERY_SEQ) if f not in fields]
+        if missing:
+            raise DataFieldError(
+                f"{name}: dataset '{dataset.dataset_name}' has no query field(s) {missing} (config QUERY_FIELD: "
+                f"'{self.QUERY}'); found fields {sorted(fields)}. The model reads each interaction's search query: "
+                f"add a '{self.QUERY}:token_seq' column of up to {self.query_max_tokens} keywords to the interaction "
+                f"files (python -m recbole_mm.prepare writes it for the prepared datasets) and list '{self.QUERY}' "
+                f"(and '{self.QUERY_SEQ}' for pre-split files) in load_col: inter"
+            )
+        if fields[self.QUERY] != FeatureType.TOKEN_SEQ:
+            raise DataFieldError(
+                f"{name}: field '{self.QUERY}' of dataset '{dataset.dataset_name}' must be token_seq (keyword ids), "
+                f"found {fields[self.QUERY]}"
+            )
+
+    def _register_dummy_query(self, dataset):
+        table = getattr(dataset, "dummy_query", None)
+        if table is None:
+            if self.eval_query_mode == "pair":
+                raise DataFieldError(
+                    f"{type(self).__name__}: eval_query_mode 'pair' gives every candidate its item's query, but "
+                    f"dataset '{dataset.dataset_name}' has no per-item query table (dataset.dummy_query); use "
+                    f"'recommendation' or 'search', or a dataset prepared with item queries"
+                )
+            table = torch.zeros(self.n_items, 1, dtype=torch.long)
+        table = torch.as_tensor(table, dtype=torch.long)
+        if table.dim() != 2 or table.shape[0] != self.n_items:
+            raise DataFieldError(
+                f"{type(self).__name__}: dataset.dummy_query must be [n_items={self.n_items}, Q], found "
+                f"{tuple(table.shape)}"
+            )
+        self._check_query_width(table, "dataset.dummy_query")
+        self.register_buffer("dummy_query", table.clone(), persistent=False)
+
+    def _reference_tables(self, seed):
+        """B1 under compat: the modality tables become the reference's frozen N(0, initializer_range) noise."""
+        generator = torch.Generator().manual_seed(int(seed))
+        for m in self.modalities:
+            table = getattr(self.features, m)
+            table.copy_(torch.randn(table.shape, generator=generator) * self.initializer_range)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def _check_query_width(self, tokens: torch.Tensor, where: str):
+        if tokens.shape[-1] > self.query_max_tokens:
+            raise DataFieldError(
+                f"{type(self).__name__}: {where} holds queries of {tokens.shape[-1]} keywords, more than "
+                f"query_max_tokens = {self.query_max_tokens}; truncate the '{self.QUERY}' field when preparing the "
+                f"data (or raise query_max_tokens)"
+            )
+
+    # ------------------------------------------------------------------ embeddings
+    def gate_weights(self) -> torch.Tensor:
+        r"""``[1 + M]`` softmax weights of the ID embedding and the ``M`` modalities (global, not per item)."""
+        return torch.softmax(self.gate(self.gate_context), dim=-1).squeeze(0)
+
+    def item_parts(self, items: torch.Tensor) -> List[torch.Tensor]:
+        r"""``[ID embedding, projected modality 1, ...]``, each ``[*S, D]``, for item ids ``[*S]``."""
+        parts = [self.item_embedding(items)]
+        parts += [self.modal_projection[m](self.features(m, items)) for m in self.modalities]
+        return parts
+
+    def item_embed(self, items: torch.Tensor) -> torch.Tensor:
+        r"""Gated multi-modal item embedding ``[*S, D]`` of item ids ``[*S]``."""
+        parts = self.item_parts(items)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.einsum("m...d,m->...d", torch.stack(parts), self.gate_weights())
+
+    def query_embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        r"""Query embedding ``[*S, D]`` of keyword ids ``[*S, Q]``: keyword sum / ``query_max_tokens``."""
+        return self.query_embedding(tokens).sum(dim=-2) / self.query_max_tokens
+
+    def pair_embed(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        r"""Fused (item, query) pair ``alpha * query + (1 - alpha) * item``, ``[*S, D]``."""
+        alpha = self.fusion_weight_query
+        return alpha * self.query_embed(tokens) + (1.0 - alpha) * self.item_embed(items)
+
+    def encode_history(self, items: torch.Tensor, queries: torch.Tensor) -> History:
+        r"""Embed histories ``items [B, L]`` with their ``queries [B, L, Q]`` once, for all their candidates."""
+        self._check_query_width(queries, f"field '{self.QUERY_SEQ}'")
+        return History(items=items, valid=items > 0, queries=queries, pairs=self.pair_embed(items, queries))
+
+    # ------------------------------------------------------------------ what a model may override
+    def target_embed(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        r"""Candidates as the ESU and the head see them, ``[B, C, D]`` (default: the fused pair)."""
+        return self.pair_embed(items, tokens)
+
+    def history_values(self, history: History) -> torch.Tensor:
+        r"""History as the ESU reads it, ``[B, L, D]``, zero at padding (default: the fused pairs)."""
+        return history.pairs * history.valid.unsqueeze(-1)
+
+    def gsu(self, history: History, items: torch.Tensor, tokens: torch.Tensor, target: torch.Tensor) -> Retrieval:
+        r"""The general search unit: which history positions each candidate's ESU reads.
+
+        Args:
+            history: the batch's :class:`History`.
+            items: ``[B, C]`` candidate ids.
+            tokens: ``[B, C, Q]`` candidate queries.
+            target: ``[B, C, D]`` :meth:`target_embed` of the candidates.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared search and attention
+    def top_k(self, scores: torch.Tensor, valid: torch.Tensor, k: Optional[int] = None) -> torch.Tensor:
+        r"""Boolean ``[B, C, G, L]`` mask of the top-``k`` (default ``retrieve_topk``) positions of ``scores``.
+
+        Padding positions (``valid [B, L]`` False) rank last (B8); under ``reference_compat`` they compete with
+        the real items. ``k`` is clamped to ``L``.
+        """
+        k = min(self.retrieve_topk if k is None else k, scores.shape[-1])
+        if not self.reference_compat:
+            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+        index = scores.topk(k, dim=-1).indices
+        return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
+
+    def attention_logits(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        r"""Per-head target-attention logits ``(W_q^h t) . (W_k^h s_l) / sqrt(D)``, ``[B, C, H, L]``, for
+        ``values [B, L, D]`` and ``target [B, C, D]``."""
+        q = stacked_heads(self.w_q, target)  # [B, C, H, D]
+        k = stacked_heads(self.w_k, values)  # [B, L, H, D]
+        return torch.einsum("bchd,blhd->bchl", q, k) / math.sqrt(self.hidden_size)
+
+    def esu(
+        self,
+        values: torch.Tensor,
+        target: torch.Tensor,
+        select: torch.Tensor,
+        valid: torch.Tensor,
+        logits: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        r"""Multi-head target attention over each candidate's retrieved set.
+
+        Args:
+            values: ``[B, L, D]`` history (zero at padding).
+            target: ``[B, C, D]`` candidates.
+            select: ``[B, C, G, L]`` bool retrieved sets (``G`` 1 or ``H``).
+            valid: ``[B, L]`` bool real positions; padding is masked unless ``reference_compat``.
+            logits: optional precomputed :meth:`attention_logits`.
+
+        Returns:
+            ``[B, C, D]``: ``W_o [head_1; ...; head_H]``, ``head_h = sum_l softmax(logits)_l W_v^h s_l``.
+        """
+        if logits is None:
+            logits = self.attention_logits(values, target)
+        keep = select if self.reference_compat else select & valid[:, None, None, :]
+        logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1) * keep  # a set with no real item reads zeros
+        v = stacked_heads(self.w_v, values)  # [B, L, H, D]
+        heads = torch.einsum("bchl,blhd->bchd", weights, v)
+        return self.w_o(heads.flatten(-2))
+
+    def score(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, Retrieval]:
+        r"""Logits ``[B, C]`` of ``C`` candidates per history (``items [B, C]``, ``tokens [B, C, Q]``), and the
+        GSU's :class:`Retrieval`."""
+        target = self.target_embed(history, items, tokens)
+        retrieval = self.gsu(history, items, tokens, target)
+        logits = None if self.reference_compat else retrieval.logits
+        out = self.esu(self.history_values(history), target, retrieval.select, history.valid, logits)
+        return self.head(torch.cat([out, target], dim=-1)).squeeze(-1), retrieval
+
+    def score_candidates(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        r"""``[B, C]`` logits: all candidates in one pass, or (``batch_candidates: False``) one at a time."""
+        if self.batch_candidates:
+            return self.score(history, items, tokens)[0]
+        columns = [self.score(history, items[:, c : c + 1], tokens[:, c : c + 1])[0] for c in range(items.shape[1])]
+        return torch.cat(columns, dim=1)
+
+    # ------------------------------------------------------------------ training
+    def random_history_query(self, history: History) -> torch.Tensor:
+        r"""``[B, Q]``: the query of a uniformly drawn real position of each history (histories are left-aligned)."""
+        length = history.valid.sum(dim=1).clamp(min=1)
+        pick = (torch.rand(length.shape, device=length.device) * length).long()
+        return history.queries[torch.arange(len(pick), device=pick.device), pick]
+
+    @staticmethod
+    def pair_bce(logits: torch.Tensor) -> torch.Tensor:
+        r"""BCE of ``[B, 2]`` logits (column 0 positive, column 1 negative), the mean over all ``2B``."""
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def training_logits(self, interaction) -> Tuple[torch.Tensor, Retrieval]:
+        r"""Logits ``[B, 2]`` of each row's positive and sampled negative, and the retrieval."""
+        history = self.encode_history(interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ])
+        items = torch.stack([interaction[self.POS_ITEM_ID], interaction[self.NEG_ITEM_ID]], dim=1)
+        tokens = torch.stack([interaction[self.QUERY], self.random_history_query(history)], dim=1)
+        return self.score(history, items, tokens)
+
+    def calculate_loss(self, interaction):
+        logits, retrieval = self.training_logits(interaction)
+        loss = self.pair_bce(logits)
+        if retrieval.aux is None:
+            return loss
+        return loss, self.pair_bce(retrieval.aux)
+
+    # ------------------------------------------------------------------ evaluation
+    def candidate_queries(self, target_query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        r"""Candidates' queries ``[B, C, Q]`` under ``eval_query_mode``: ``recommendation`` empty, ``search`` the
+        target interaction's query ``target_query [B, Q]`` for every candidate, ``pair`` each item's own query."""
+        if self.eval_query_mode == "pair":
+            return self.dummy_query[items]
+        expanded = target_query.unsqueeze(1).expand(-1, items.shape[1], -1)
+        return expanded if self.eval_query_mode == "search" else torch.zeros_like(expanded)
+
+    def candidate_groups(self, interaction):
+        r"""Rows sharing a history (consecutive, same user, history and target query) as one user's candidates.
+
+        Returns:
+            ``(first [G], group [N], position [N])``: each group's first row, each row's group and its column.
+        """
+        keys = [interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ].flatten(1), interaction[self.QUERY]]
+        if self.USER_ID in interaction:
+            keys.append(interaction[self.USER_ID].unsqueeze(1))
+        n, device = keys[0].shape[0], keys[0].device
+        differs = torch.zeros(max(n - 1, 0), dtype=torch.bool, device=device)
+        for key in keys:
+            differs |= (key[1:] != key[:-1]).any(dim=1)
+        start = torch.cat([torch.ones(1, dtype=torch.bool, device=device), differs])
+        first = torch.nonzero(start).squeeze(1)
+        group = torch.cumsum(start.long(), dim=0) - 1
+        position = torch.arange(n, device=group.device) - first[group]
+        return first, group, position
+
+    def predict(self, interaction):
+        r"""Scores ``[N]`` of RecBole's evaluation rows: rows sharing a history are scored as one batch of
+        candidates against a single embedding of it."""
+        first, group, position = self.candidate_groups(interaction)
+        width = int(position.max()) + 1
+        items = torch.zeros(len(first), width, dtype=torch.long, device=group.device)
+        items[group, position] = interaction[self.ITEM_ID]
+        history = self.encode_history(interaction[self.ITEM_SEQ][first], interaction[self.QUERY_SEQ][first])
+        tokens = self.candidate_queries(interaction[self.QUERY][first], items)
+        return self.score_candidates(history, items, tokens)[group, position]
+
+    def full_sort_predict(self, interaction):
+        r"""``[B, n_items]`` scores of every item, ``item_chunk_size`` candidates at a time."""
+        history = self.encode_history(interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ])
+        batch = history.items.shape[0]
+        chunks = []
+        for start in range(0, self.n_items, self.item_chunk_size):
+            items = torch.arange(start, min(start + self.item_chunk_size, self.n_items), device=history.items.device)
+            items = items.unsqueeze(0).expand(batch, -1)
+            chunks.append(self.score_candidates(history, items, self.candidate_queries(interaction[self.QUERY], items)))
+        return torch.cat(chunks, dim=1)
