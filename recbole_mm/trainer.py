@@ -285,33 +285,3 @@ class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
 
 
 SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSequenceTrainer
-
-
-def pessimistic_ranks(scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> torch.Tensor:
-    r"""Replace ranking scores ``[U, N]`` by ``-rank``, where among equal scores the positives rank after the
-    negatives (a positive tied with a negative does not win); ``-inf`` entries (not candidates) stay ``-inf``."""
-    positive = torch.zeros_like(scores, dtype=torch.bool)
-    positive[positive_u, positive_i] = True
-    order = torch.argsort(positive.to(torch.int8), dim=1, stable=True)  # negatives first
-    order = order.gather(1, torch.argsort(scores.gather(1, order), dim=1, descending=True, stable=True))
-    position = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
-    ranks = torch.empty_like(order).scatter_(1, order, position)
-    return torch.where(torch.isneginf(scores), scores, -ranks.to(scores.dtype))
-
-
-class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
-    r"""RecBole's trainer for the long-sequence family (SIM, ETA, QIN, TWIN, SEMINAR), with ties in ranking
-    evaluation (sampled and full) broken pessimistically (:func:`pessimistic_ranks`)."""
-
-    def _neg_sample_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
-        if scores.dim() == 2:  # ranking evaluation
-            scores = pessimistic_ranks(scores, positive_u, positive_i)
-        return interaction, scores, positive_u, positive_i
-
-    def _full_sort_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
-        return interaction, pessimistic_ranks(scores, positive_u, positive_i), positive_u, positive_i
-
-
-SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSequenceTrainer
