@@ -9,10 +9,18 @@ inside the recbole wheel (``recbole/dataset_example/ml-100k``); nothing is downl
   description ("Genres: Action, Sci-Fi.") through the same encoder. Items whose genre is "unknown" get a
   zero row, so missing-modality handling runs on real data; the one item whose title is "unknown" gets
   a zero text row for the same reason.
+- Dummy queries (``ml-100k_mm.item``, ``item_id:token  dummy_query:token_seq``, item tokens = indices) for the
+  long-sequence models, as the SEMINAR reference builds Amazon's: the first 5 words of the item's text. Here
+  the text is the title without the year, split on whitespace, lower-cased, with punctuation stripped from the
+  ends of each word ("English Patient, The" -> ``english patient the``); an unknown title gives an empty query.
+  MovieLens has no search log, so each interaction's query is its item's dummy query (the dataset builds the
+  query histories from the item ids). Other models do not load this file. A folder built before the file
+  existed gets it from ``ensure_built``.
 """
 
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from typing import Optional
@@ -36,6 +44,9 @@ MAX_HISTORY = 50
 TEXT_SUFFIX = "feat1CLS"
 GENRE_SUFFIX = "feat3CLS"
 UNKNOWN = {"unknown", "unkonwn", ""}  # the second spelling is MovieLens-100K's own
+QUERY_WORDS = 5
+QUERY_HEADER = "item_id:token\tdummy_query:token_seq\n"
+_EDGE_PUNCTUATION = re.compile(r"^[^\w]+|[^\w]+$")
 
 
 def recbole_ml100k_dir() -> str:
@@ -80,6 +91,31 @@ def item_descriptions(items: pd.DataFrame, item_ids):
     return texts, genres
 
 
+def dummy_queries(items: pd.DataFrame, item_ids):
+    """The dummy query of each item in ``item_ids``: the first ``QUERY_WORDS`` words of its title (see the module
+    docstring), space-joined; ``""`` where the title is unknown."""
+    titles = items.set_index("item_id")["movie_title"]
+    queries = []
+    for raw in item_ids:
+        title = titles.loc[raw].strip()
+        words = [] if title.lower() in UNKNOWN else [_EDGE_PUNCTUATION.sub("", w).lower() for w in title.split()]
+        queries.append(" ".join([w for w in words if w][:QUERY_WORDS]))
+    return queries
+
+
+def write_queries(directory: str, source_dir: Optional[str] = None) -> str:
+    """Write ``<directory>/ml-100k_mm.item`` (the dummy queries) for the items of ``ml-100k_mm.item2index``; item
+    tokens are the indices, as in the interaction files."""
+    with open(os.path.join(directory, f"{NAME}.item2index"), encoding="utf-8") as f:
+        item_ids = [line.split("\t")[0] for line in f if line.strip()]
+    _, items = load_source(source_dir)
+    path = os.path.join(directory, f"{NAME}.item")
+    with atomic_write(path) as f:
+        f.write(QUERY_HEADER)
+        f.writelines(f"{index}\t{query}\n" for index, query in enumerate(dummy_queries(items, item_ids)))
+    return path
+
+
 def encode_optional(encoder, texts, desc: str) -> np.ndarray:
     """Encode the non-``None`` texts; ``None`` rows stay zero."""
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
@@ -115,6 +151,7 @@ def build(data_path: str, encoder=None, source_dir: Optional[str] = None) -> str
         with atomic_write(os.path.join(work, f"{NAME}.text")) as f:
             f.write("item_id:token\ttext:token_seq\n")
             f.writelines(f"{raw}\t{text or ''}\n" for raw, text in zip(item_ids, texts))
+        write_queries(work, source_dir)
         steps.update()
         meta = {"source": "MovieLens-100K from the recbole wheel"}
         write_feature_file(
@@ -140,6 +177,11 @@ def build(data_path: str, encoder=None, source_dir: Optional[str] = None) -> str
 
 
 def ensure_built(data_path: str) -> str:
-    """Return the ``ml-100k_mm`` directory under ``data_path``, building it first if it is missing."""
+    """Return the ``ml-100k_mm`` directory under ``data_path``, building it first if it is missing (a folder built
+    before the dummy queries existed gets ``ml-100k_mm.item`` added; nothing else is rebuilt)."""
     target = os.path.join(data_path, NAME)
-    return target if os.path.isdir(target) else build(data_path)
+    if not os.path.isdir(target):
+        return build(data_path)
+    if not os.path.isfile(os.path.join(target, f"{NAME}.item")):
+        write_queries(target)
+    return target
