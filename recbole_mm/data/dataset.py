@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from recbole.data.dataset import Dataset, SequentialDataset
 
@@ -83,11 +84,42 @@ class MultiModalFeaturesMixin:
 
 
 class MultiModalDataset(MultiModalFeaturesMixin, Dataset):
-    """RecBole ``Dataset`` (user-item) with ``mm_features``."""
+    """RecBole ``Dataset`` (user-item) with ``mm_features``.
+
+    Pre-split sequential files (``benchmark_filename`` parts with an ``item_id_list`` field, as ml-100k_mm is
+    stored) are read as their general view: each row's target item is an interaction of its part, the history
+    items that are never a training target (the first item of each user's first training history) are added to
+    the training part, and the history field is dropped. Sequential datasets read the files unchanged.
+    """
 
     def __init__(self, config):
         super().__init__(config)
         self._attach_mm_features()
+
+    def _load_inter_feat(self, token, dataset_path):
+        super()._load_inter_feat(token, dataset_path)
+        list_field = self.iid_field + self.config["LIST_SUFFIX"]
+        if self.benchmark_filename_list is None or list_field not in self.inter_feat:
+            return
+        n_train = self.file_size_list[0]
+        train = self.inter_feat.iloc[:n_train]
+        history = train[[self.uid_field, list_field]].explode(list_field).dropna()
+        history = history.rename(columns={list_field: self.iid_field}).drop_duplicates()
+        seen = train[[self.uid_field, self.iid_field]].drop_duplicates()
+        extra = history.merge(seen, how="left", indicator=True)
+        extra = extra.loc[extra["_merge"] == "left_only", [self.uid_field, self.iid_field]]
+        self.inter_feat = pd.concat([train, extra, self.inter_feat.iloc[n_train:]], ignore_index=True)
+        self.file_size_list = [n_train + len(extra)] + list(self.file_size_list[1:])
+        self._del_col(self.inter_feat, list_field)
+        self.logger.info(
+            f"{token}: general view of the pre-split sequential files: {len(extra)} first-history items added to "
+            f"the training part, field {list_field} dropped"
+        )
+
+    def _init_alias(self):
+        super()._init_alias()
+        for name, fields in self.alias.items():  # a dropped history field leaves the item id's alias list
+            self.alias[name] = fields[np.isin(fields, list(self.field2type))]
 
 
 class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
