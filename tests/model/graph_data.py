@@ -31,6 +31,8 @@ TINY = {
     "use_gpu": False,
     "seed": 7,
     "state": "ERROR",
+    "topk": [1, 5],
+    "valid_metric": "Recall@5",
 }
 
 
