@@ -68,11 +68,12 @@ def exact_scores(
     modalities = list(tables)
     q = merged_query(query, modalities, weights)  # [B, d]
     w = weights if weights.dim() == 2 else weights.unsqueeze(0).expand(q.shape[0], -1)
-    # sum_j w_j <q, k_j>: one gather of the concatenated tables, one product with [w_1 q, ..., w_M q]
-    flat = torch.cat([tables[m] for m in modalities], dim=1)  # [n, M d]
-    probe = (w.to(q.dtype).unsqueeze(-1) * q.unsqueeze(1)).reshape(q.shape[0], -1)  # [B, M d]
-    keys = F.embedding(history_ids, flat)  # [B, L, M d]
-    return torch.bmm(keys, probe.unsqueeze(-1)).squeeze(-1)
+    out = None
+    for j, m in enumerate(modalities):  # sum_j w_j <q, k_j>: one gather of d floats per modality and item
+        part = torch.bmm(F.embedding(history_ids, tables[m]), q.unsqueeze(-1)).squeeze(-1)  # [B, L]
+        part = part * w[:, j : j + 1].to(part.dtype)
+        out = part if out is None else out + part
+    return out
 
 
 class ProductQuantizer:
@@ -133,6 +134,7 @@ class ProductQuantizer:
         *,
         n_iter: int = 20,
         max_train_rows: Optional[int] = 65536,
+        init: str = "kmeans++",
         model: Optional[str] = None,
     ) -> "ProductQuantizer":
         """Train one codebook per modality and sub-space with k-means, then encode every item.
@@ -145,6 +147,7 @@ class ProductQuantizer:
             seed: seeds the row sample and the k-means initialisation.
             n_iter: k-means iterations.
             max_train_rows: train on a uniform sample of this many rows (``None``: all rows but the padding).
+            init: k-means initialisation, ``'kmeans++'`` or ``'random'``.
             model: class name of the model whose tables these are (recorded, checked by :meth:`load`).
         """
         if not tables:
@@ -168,7 +171,7 @@ class ProductQuantizer:
         books = []
         for k, (name, table) in enumerate(tables.items()):
             x = table[rows].detach().float().reshape(len(rows), n_subspaces, d // n_subspaces).transpose(0, 1)
-            result = kmeans(x.contiguous(), n_codewords, n_iter=n_iter, seed=seed + k, init="kmeans++")
+            result = kmeans(x.contiguous(), n_codewords, n_iter=n_iter, seed=seed + k, init=init)
             books.append(result.centroids.float().cpu())
         codebooks = torch.stack(books)  # [M, S, C, d/S]
         index = cls(list(tables), codebooks, torch.zeros((0, len(tables), n_subspaces), dtype=torch.uint8), model)

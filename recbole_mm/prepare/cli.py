@@ -12,6 +12,8 @@ Examples::
         --items dataset/X_mm_full/X_mm_full.item2index --out images/X
     python -m recbole_mm.prepare encode --dir dataset/X_mm_full --name X_mm_full \\
         --encoder hf-clip:clip-vit-base-patch32 --images images/X
+    python -m recbole_mm.prepare amazon2018 Movies_and_TV_5.json.gz meta_Movies_and_TV.json.gz --name Movies_and_TV
+    python -m recbole_mm.prepare kuaisar --source KuaiSAR_final/
 """
 
 import argparse
@@ -110,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--workers", type=int, default=16, help="parallel downloads")
     dl.add_argument("--retries", type=int, default=3, help="retries per image for transient errors")
     dl.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+
+    a18 = sub.add_parser(
+        "amazon2018", help="Amazon 2018 category to the long-sequence layout with dummy queries (SEMINAR's recipe)"
+    )
+    a18.add_argument("reviews", help="5-core reviews <Category>_5.json(.gz) (or a ratings CSV)")
+    a18.add_argument("metadata", help="meta_<Category>.json(.gz)")
+    a18.add_argument("--name", required=True, help="dataset name, e.g. Movies_and_TV")
+    a18.add_argument("--k", type=int, default=5, help="k-core threshold for users and items (default 5)")
+    a18.add_argument("--data-path", default="dataset", help="parent folder of the dataset folder")
+
+    kuai = sub.add_parser("kuaisar", help="KuaiSAR search + recommendation clicks to the long-sequence layout")
+    kuai.add_argument("--source", required=True, help="folder with src_inter.csv and rec_inter.csv (KuaiSAR_final)")
+    kuai.add_argument("--name", default="kuaisar", help="dataset name (default kuaisar)")
+    kuai.add_argument("--data-path", default="dataset", help="parent folder of the dataset folder")
 
     enc = sub.add_parser("encode", help="item texts and images of a prepared dataset to feature files")
     enc.add_argument("--dir", required=True, help="dataset folder")
@@ -232,8 +248,35 @@ def cmd_encode(args) -> None:
         print(f"encode: config preset {write_config(args.dir, name)}")
 
 
+def _write_long_sequence(args, dataset: dict, report, command: str) -> None:
+    from recbole_mm.prepare.long_sequence import write_long_sequence_dataset, write_preset
+
+    print(report.line())
+    max_len = dataset.pop("max_len")
+    target, reused = write_long_sequence_dataset(args.data_path, args.name, **dataset, max_len=max_len)
+    print(f"{command}: {'kept the identical dataset in' if reused else 'wrote'} {target}")
+    print(f"{command}: config preset {write_preset(target, args.name, max_len)}")
+
+
+def cmd_amazon2018(args) -> None:
+    from recbole_mm.prepare.amazon2018 import prepare_amazon2018
+
+    dataset, report = prepare_amazon2018(args.reviews, args.metadata, args.name, args.k)
+    _write_long_sequence(args, dataset, report, "amazon2018")
+
+
+def cmd_kuaisar(args) -> None:
+    from recbole_mm.prepare.kuaisar import prepare_kuaisar
+
+    src, rec = (os.path.join(args.source, f) for f in ("src_inter.csv", "rec_inter.csv"))
+    dataset, report = prepare_kuaisar(src, rec, args.name)
+    _write_long_sequence(args, dataset, report, "kuaisar")
+
+
 COMMANDS = {
     "amazon": cmd_amazon,
+    "amazon2018": cmd_amazon2018,
+    "kuaisar": cmd_kuaisar,
     "movielens-1m": cmd_movielens,
     "mmrec": cmd_mmrec,
     "download-images": cmd_download,
