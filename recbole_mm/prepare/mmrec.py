@@ -2,8 +2,9 @@
 
 Accepted source folders:
 
-- MMSSL / LATTICE: ``train.json``, ``val.json``, ``test.json`` (each ``{"<user id>": [item id, ...]}``,
-  0-based ids), ``image_feat.npy``, ``text_feat.npy`` (row ``i`` = item ``i``);
+- MMSSL: ``train.json``, ``val.json``, ``test.json`` (each ``{"<user id>": [item id, ...]}``, 0-based ids),
+  ``image_feat.npy``, ``text_feat.npy`` (row ``i`` = item ``i``); LATTICE: the same, with the json files in a
+  ``<k>-core/`` folder (e.g. ``5-core/``) beside the ``.npy`` files;
 - MMRec: ``<name>.inter`` (tab-separated, header with ``userID itemID ... x_label``; ``x_label`` 0 =
   train, 1 = valid, 2 = test), with the same two ``.npy`` files.
 
@@ -13,9 +14,11 @@ the original ids as tokens), and ``<name>.v_feat`` / ``<name>.t_feat`` (raw floa
 and ``mm_features: {image: {suffix: v_feat, dim: <d_v>}, text: {suffix: t_feat, dim: <d_t>}}``.
 
 As in MMRec, validation and test users that have no training interaction are dropped (counted), and
-users with an empty list are skipped.
+users with an empty list are skipped. Each feature file must have one row per item of the interactions
+(``1 + `` the largest item id over the three splits).
 """
 
+import glob
 import json
 import os
 import shutil
@@ -58,13 +61,17 @@ def _read_json_split(path: str) -> List[Tuple[int, int]]:
 
 def read_splits(source_dir: str, name: str) -> Dict[str, List[Tuple[int, int]]]:
     """``{split: [(user, item), ...]}`` from the json files or from ``<name>.inter`` with ``x_label``."""
-    json_paths = [os.path.join(source_dir, file) for _, file, _ in SPLITS]
     inter_path = os.path.join(source_dir, f"{name}.inter")
-    if all(os.path.isfile(p) for p in json_paths):
-        return {split: _read_json_split(p) for (split, _, _), p in zip(SPLITS, json_paths)}
+    json_dirs = [source_dir] + sorted(glob.glob(os.path.join(glob.escape(source_dir), "*-core")))
+    found = [d for d in json_dirs if all(os.path.isfile(os.path.join(d, file)) for _, file, _ in SPLITS)]
+    if len(found) > 1:
+        raise PrepareError(f"{source_dir}: split files in several folders {found}; point --source at one layout")
+    if found:
+        return {split: _read_json_split(os.path.join(found[0], file)) for split, file, _ in SPLITS}
     if not os.path.isfile(inter_path):
         raise PrepareError(
-            f"{source_dir}: expected train.json, val.json and test.json, or {name}.inter with an x_label column"
+            f"{source_dir}: expected train.json, val.json and test.json (there or in a <k>-core folder), "
+            f"or {name}.inter with an x_label column"
         )
     frame = pd.read_csv(inter_path, sep="\t", dtype=str)
     frame.columns = [c.split(":")[0] for c in frame.columns]
@@ -91,12 +98,12 @@ def convert_mmrec(source_dir: str, data_path: str, name: str) -> Tuple[str, Skip
     """Convert ``source_dir`` into ``<data_path>/<name>/``; return the directory and the report."""
     report = SkipReport(f"mmrec {name}")
     splits = read_splits(source_dir, name)
+    n_items = 1 + max(i for rows in splits.values() for _, i in rows)  # the item set, cold users' items included
     train_users = {u for u, _ in splits["train"]}
     for split in ("valid", "test"):
         cold = [(u, i) for u, i in splits[split] if u not in train_users]
         report.skip(f"{split} interactions of users without training data", cold[0][0] if cold else None, len(cold))
         splits[split] = [(u, i) for u, i in splits[split] if u in train_users]
-    n_items = 1 + max(i for rows in splits.values() for _, i in rows)
     features = {}
     for suffix, file in FEATURES:
         path = os.path.join(source_dir, file)
@@ -107,8 +114,11 @@ def convert_mmrec(source_dir: str, data_path: str, name: str) -> Tuple[str, Skip
             raise PrepareError(
                 f"{path}: expected a 2-D numeric array [items, dim], found shape {matrix.shape} dtype {matrix.dtype}"
             )
-        if matrix.shape[0] < n_items:
-            raise PrepareError(f"{path}: {matrix.shape[0]} rows, but the interactions use item ids up to {n_items - 1}")
+        if matrix.shape[0] != n_items:
+            raise PrepareError(
+                f"{path}: {matrix.shape[0]} rows, but the item set of the interactions has {n_items} items "
+                f"(ids 0..{n_items - 1}); expected one row per item"
+            )
         if not np.isfinite(matrix).all():
             raise PrepareError(
                 f"{path}: NaN or inf in rows {np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5].tolist()}"

@@ -152,12 +152,16 @@ def test_gradient_penalty_of_a_linear_critic():
 
 def test_cross_view_infonce_hand_computed():
     gen = torch.Generator().manual_seed(3)
-    z1, z2 = torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    z1, z2 = torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(
+        3, 4, generator=gen, dtype=torch.float64
+    )
     a, b = normalize(z1.numpy()), normalize(z2.numpy())
     losses = []
     for i in range(3):
         pos = np.exp(a[i] @ b[i] / 0.5)
-        neg = sum(np.exp(a[i] @ b[j] / 0.5) for j in range(3)) + sum(np.exp(a[i] @ a[j] / 0.5) for j in range(3) if j != i)
+        neg = sum(np.exp(a[i] @ b[j] / 0.5) for j in range(3)) + sum(
+            np.exp(a[i] @ a[j] / 0.5) for j in range(3) if j != i
+        )
         losses.append(-np.log(pos / neg + 1e-8))
     assert float(cross_view_infonce(z1, z2, 0.5)) == pytest.approx(np.mean(losses), rel=1e-12)
 
@@ -313,7 +317,7 @@ def test_training_beats_the_untrained_model(tmp_path):
 # --------------------------------------------------------------------------------------------------- config/data
 def test_dataset_presets_apply_by_name_and_user_keys_win(tmp_path):
     config = make_config(tmp_path, mmssl_preset="sports", learning_rate=0.002)
-    *_ , model = build(tmp_path, mmssl_preset="sports", learning_rate=0.002)
+    *_, model = build(tmp_path, mmssl_preset="sports", learning_rate=0.002)
     assert model.preset == "sports" and model.rebuild_period == 2 and model.real_data_tau == 0.002
     assert model.topk == 2  # m_topk_rate 0.2 is set by the tests' config: the preset's 0.02 does not override it
     assert config["learning_rate"] == 0.002

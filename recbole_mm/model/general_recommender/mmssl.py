@@ -181,7 +181,9 @@ class ModalityAttention(nn.Module):
     def __init__(self, dim: int, heads: int, compat: bool):
         super().__init__()
         if dim % heads:
-            raise ConfigError(f"config key 'head_num': embedding_size {dim} must be divisible by head_num, found {heads}")
+            raise ConfigError(
+                f"config key 'head_num': embedding_size {dim} must be divisible by head_num, found {heads}"
+            )
         self.dim, self.heads, self.compat = dim, heads, compat
         init = nn.init.xavier_uniform_
         if compat:
@@ -315,7 +317,10 @@ class MMSSL(GraphRecommender):
         if modality not in self._operators:
             users, items = (t.to(self.train_items.device) for t in self.generated[modality])
             graph = sparse_pairs(users, items, self.n_users, self.n_items)
-            self._operators[modality] = (SparseOperator(row_normalised(graph)), SparseOperator(row_normalised(graph.t())))
+            self._operators[modality] = (
+                SparseOperator(row_normalised(graph)),
+                SparseOperator(row_normalised(graph.t())),
+            )
         return self._operators[modality]
 
     def get_extra_state(self):
@@ -377,7 +382,10 @@ class MMSSL(GraphRecommender):
     # ------------------------------------------------------------------------------------------------- training
     def modality_rows(self, out: Dict[str, object], users: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{m: [B, I]}`` masked, normalised preference rows of ``users`` in each modality's feature space."""
-        return {m: self.masked_preference_rows(out["feat_user"][m][users], out["feat_item"][m], users) for m in self.modalities}
+        return {
+            m: self.masked_preference_rows(out["feat_user"][m][users], out["feat_item"][m], users)
+            for m in self.modalities
+        }
 
     def observed_rows(self, users: torch.Tensor) -> torch.Tensor:
         """``[B, I]`` binary training rows of ``users`` (the batch's rows only)."""
@@ -427,7 +435,9 @@ class MMSSL(GraphRecommender):
         feat = sum(out["feat_item"][m].pow(2).sum() + out["feat_user"][m].pow(2).sum() for m in self.modalities)
         feat_reg = self.feat_reg_decay * 0.5 * feat / self.n_items
         users = torch.unique(user)
-        cl = self.cl_rate * sum(cross_view_infonce(out["id_user"][m][users], out["user"][users], self.tau) for m in self.modalities)
+        cl = self.cl_rate * sum(
+            cross_view_infonce(out["id_user"][m][users], out["user"][users], self.tau) for m in self.modalities
+        )
         rows = self.modality_rows(out, users)
         self._last_rows = (users, {m: r.detach() for m, r in rows.items()})
         if len(users) < 2:
@@ -446,8 +456,11 @@ class MMSSL(GraphRecommender):
         if step % self.rebuild_period == 0 and step != 0:
             for m in self.modalities:
                 pairs = self._collected[m]
-                self.install_graph(m, torch.cat([u for u, _ in pairs]) if pairs else users.new_zeros(0),
-                                   torch.cat([i for _, i in pairs]) if pairs else users.new_zeros(0))
+                self.install_graph(
+                    m,
+                    torch.cat([u for u, _ in pairs]) if pairs else users.new_zeros(0),
+                    torch.cat([i for _, i in pairs]) if pairs else users.new_zeros(0),
+                )
                 self._collected[m] = []
         else:
             for m in self.modalities:
