@@ -232,7 +232,7 @@ class MMSSLTrainer(AtomicCheckpointMixin, Trainer):
                 self.critic_optimizer.zero_grad()
                 critic_loss.backward()
                 self.critic_optimizer.step()
-                critic_value = float(critic_loss)
+                critic_value = float(critic_loss.detach())
             self.optimizer.zero_grad()
             parts = model.calculate_loss(interaction)
             loss = sum(parts)
