@@ -112,12 +112,10 @@ def mlp_head(in_size: int, hidden_size: int) -> nn.Sequential:
 
 
 def stacked_heads(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    r"""Apply ``H`` linear layers ``D_in -> D_out`` to ``x [..., D_in]`` at once: ``[..., H, D_out]``."""
-    weight = torch.stack([layer.weight for layer in layers])  # [H, D_out, D_in]
-    out = torch.einsum("...i,hoi->...ho", x, weight)
-    if layers[0].bias is not None:
-        out = out + torch.stack([layer.bias for layer in layers])
-    return out
+    r"""Apply ``H`` linear layers ``D_in -> D_out`` to ``x [..., D_in]`` as one matrix product: ``[..., H, D_out]``."""
+    weight = torch.cat([layer.weight for layer in layers])  # [H * D_out, D_in]
+    bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+    return F.linear(x, weight, bias).unflatten(-1, (len(layers), -1))
 
 
 class LongSequenceRecommender(SequentialRecommender):
@@ -269,16 +267,24 @@ class LongSequenceRecommender(SequentialRecommender):
 
     def item_parts(self, items: torch.Tensor) -> List[torch.Tensor]:
         r"""``[ID embedding, projected modality 1, ...]``, each ``[*S, D]``, for item ids ``[*S]``."""
-        parts = [self.item_embedding(items)]
-        parts += [self.modal_projection[m](self.features(m, items)) for m in self.modalities]
-        return parts
+        return [self.item_embedding(items)] + [self.projected(m, items) for m in self.modalities]
+
+    def projected(self, modality: str, items: torch.Tensor) -> torch.Tensor:
+        r"""``Linear(feature_dim, D)`` of modality features of item ids ``[*S]``, ``[*S, D]``. When the ids
+        outnumber the catalogue (a batch of histories) the whole table is projected once and gathered: the same
+        values, ``n_items`` rows of arithmetic instead of ``|S|``."""
+        projection = self.modal_projection[modality]
+        if items.numel() > self.n_items:
+            return projection(getattr(self.features, modality))[items]
+        return projection(self.features(modality, items))
 
     def item_embed(self, items: torch.Tensor) -> torch.Tensor:
         r"""Gated multi-modal item embedding ``[*S, D]`` of item ids ``[*S]``."""
         parts = self.item_parts(items)
         if len(parts) == 1:
             return parts[0]
-        return torch.einsum("m...d,m->...d", torch.stack(parts), self.gate_weights())
+        gate = self.gate_weights()
+        return sum(gate[k] * part for k, part in enumerate(parts))
 
     def query_embed(self, tokens: torch.Tensor) -> torch.Tensor:
         r"""Query embedding ``[*S, D]`` of keyword ids ``[*S, Q]``: keyword sum / ``query_max_tokens``."""

@@ -104,7 +104,8 @@ class SEMINAR(TWIN):
         r"""Gated sum of ``[ID, modality 1, ...]`` parts, ``[*S, D]``."""
         if len(parts) == 1:
             return parts[0]
-        return torch.einsum("m...d,m->...d", torch.stack(parts), self.gate_weights())
+        gate = self.gate_weights()
+        return sum(gate[k] * part for k, part in enumerate(parts))
 
     # ------------------------------------------------------------------ pre-training losses
     def alignment_loss(self, channels, valid):
