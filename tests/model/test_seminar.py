@@ -17,6 +17,11 @@ def data_root(tmp_path_factory):
     return root
 
 
+def linear64(layer, x):
+    out = x @ np64(layer.weight).T
+    return out if layer.bias is None else out + np64(layer.bias)
+
+
 def np64(t):
     return t.detach().double().numpy()
 
@@ -169,3 +174,69 @@ def test_loading_a_wrong_checkpoint_is_a_clear_error(data_root, tmp_path):
     torch.save({"config": config, "state_dict": wide.state_dict()}, tmp_path / "wide.pth")
     with pytest.raises(RecBoleMMError, match="shape mismatches"):
         build(data_root, "SEMINAR", write=False, pretrained_path=str(tmp_path / "wide.pth"))
+
+
+# ---------------------------------------------------------------------------------------------- gsu: pq
+PQ = {"gsu": "pq", "pq_subspaces": 2, "pq_codewords": 8, "pq_iterations": 5}
+
+
+def test_pq_search_scores_are_the_index_codeword_sums(data_root):
+    from recbole_mm.model.retrieval import ProductQuantizer
+
+    _, _, _, valid, _, net = build(data_root, "SEMINAR", write=False, **PQ)
+    net.eval()
+    index = net.build_pq_index()
+    assert isinstance(index, ProductQuantizer) and index.modalities == ["query", "id", "text", "image"]
+    batch = first_batch(valid)
+    history = net.encode_history(batch["item_id_list"][:3], batch["query_list"][:3])
+    target = net.pair_embed(batch["item_id"][:6].view(3, 2), torch.zeros(3, 2, 5, dtype=torch.long))
+    got = np64(net.pq_scores(history, target))  # [B, C, H, L]
+    w = np64(net.modality_weights())
+    query_codes = index.encode({"query": net.query_embed(history.queries).flatten(0, 1)}).view(3, -1, 1, 2)
+    codes = index.codes[history.items].long()
+    codes[:, :, :1] = query_codes.long()
+    books = index.codebooks.double().numpy()  # [M, S, C, d/S]
+    for h in range(2):
+        q = linear64(net.w_q[h], np64(target))
+        u = q @ np64(net.w_k[h].weight)  # [B, C, D]
+        for b in range(3):
+            # explicit sum over modalities j and sub-spaces s of w_j <u^s, C_j^s[code]>
+            words = np.stack([books[j, s][codes[b, :, j, s].numpy()] for j in range(4) for s in range(2)], 1)
+            words = words.reshape(-1, 4, 2, 4)
+            want = np.einsum("cjsk,ljsk,j->cl", u[b].reshape(2, 1, 2, 4).repeat(4, 1), words, w)
+            assert np.allclose(got[b, :, h], want, atol=1e-5)
+            module = index.scores({m: torch.from_numpy(u[b]).float() for m in index.modalities},
+                                  history.items[b].expand(2, -1), torch.from_numpy(w).float(),
+                                  history_codes=codes[b].expand(2, -1, -1, -1))
+            assert np.allclose(module.numpy(), want, atol=1e-4)  # the index's look-up-table path, same numbers
+
+
+def test_pq_search_at_inference_only_and_rebuilt_after_training(data_root):
+    _, _, train, valid, _, net = build(data_root, "SEMINAR", write=False, **PQ)
+    batch = first_batch(train)
+    net.train()
+    exact = net.calculate_loss(batch)
+    assert net.pq_index is None  # training searches exactly
+    net.eval()
+    with torch.no_grad():
+        scores = net.predict(first_batch(valid))
+    assert net.pq_index is not None and torch.isfinite(scores).all()
+    net.train()
+    assert net.pq_index is None and torch.isfinite(exact)
+
+
+def test_pq_index_of_another_model_is_refused(data_root, tmp_path):
+    from recbole_mm.model.retrieval import ProductQuantizer, RetrievalIndexError
+
+    _, _, *_, net = build(data_root, "SEMINAR", write=False, **PQ)
+    tables = net.pq_tables()
+    ProductQuantizer.fit(tables, 2, 8, n_iter=3, model="TWIN").save(str(tmp_path / "twin.pq"))
+    with pytest.raises(RetrievalIndexError, match="built for model 'TWIN'"):
+        build(data_root, "SEMINAR", write=False, pq_index_path=str(tmp_path / "twin.pq"), **PQ)
+    net.build_pq_index().save(str(tmp_path / "seminar.pq"))
+    _, _, *_, loaded = build(data_root, "SEMINAR", write=False, pq_index_path=str(tmp_path / "seminar.pq"), **PQ)
+    assert torch.equal(loaded.pq_index.codes, net.pq_index.codes)
+    loaded.train()
+    assert loaded.pq_index is not None  # a loaded index is kept
+    with pytest.raises(RetrievalIndexError, match="tables"):
+        build(data_root, "SEMINAR", write=False, pq_index_path=str(tmp_path / "seminar.pq"), hidden_size=12, **PQ)

@@ -29,6 +29,17 @@ parameter, by name and shape, as the reference's strict load), then freezes ``G`
 the ID and query tables (``freeze_psu_embedding``) and the modality projections
 (``freeze_multi_modal_projection``) as asked.
 
+``gsu: pq`` replaces the exact search at inference (training stays exact) by multi-modal product quantisation
+(:mod:`recbole_mm.model.retrieval`): the history pair is ``s_l = sum_j w_j k_{l,j}`` over the modalities
+``query, id, <mm_features>`` (``k`` the G-projected vectors, ``w = [alpha, (1 - alpha) * gate]``), and head ``h``'s
+search score is ``<u_h, s_l>`` plus a term constant in ``l``, ``u_h = W_k^h^T (W_q^h t + b_q^h)``. Each history
+vector is replaced by its codewords (per-modality, per-sub-space k-means codebooks; the query modality's codebook
+is trained on the items' dummy queries and each history query is encoded when scored), so the score is
+``sum_j w_j sum_s <u_h^s, C_j^s[code]>``, the look-up-table sum of the index (computed here as ``u_h`` against the
+weighted codeword reconstruction, the same numbers). The ESU then attends exactly over the retrieved sets. The
+index comes from ``pq_index_path`` (refused when built for another model or other tables) or is built from the
+current weights at the first evaluation after training (and again after more training).
+
 Departures (see :mod:`recbole_mm.model.long_sequence` for the family's; ``reference_compat`` restores those
 marked *compat*):
 
@@ -42,8 +53,8 @@ marked *compat*):
   padding dropped); the reference includes padding.
 * Freezing applies to loaded weights only (``pretrained_path`` set); the reference also freezes a randomly
   initialised ``G`` when fine-tuning from scratch.
-* The reference's ``lsh`` search option and its ``multi_pq`` stub (a random, untrained codebook with a bit-match
-  count) are not carried over.
+* The reference's ``lsh`` search option is not carried over; its ``multi_pq`` stub (a random, untrained codebook
+  with a bit-match count) is replaced by the trained product quantisation above.
 """
 
 import os
@@ -53,9 +64,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_mm.errors import ConfigError, RecBoleMMError
+from recbole_mm.model.long_sequence import Retrieval
+from recbole_mm.model.retrieval import ProductQuantizer
 from recbole_mm.model.sequential_recommender.twin import TWIN
 
 TRAIN_STAGES = ("pretrain", "finetune")
+GSU_MODES = ("exact", "pq")
 
 
 class SEMINAR(TWIN):
@@ -73,6 +87,12 @@ class SEMINAR(TWIN):
         for key in ("psu_qi_negatives", "align_chunk_size"):
             if not isinstance(config[key], int) or config[key] < 1:
                 raise ConfigError(f"SEMINAR: config key '{key}' must be a positive int, found {config[key]!r}")
+        self.gsu_mode = config["gsu"]
+        if self.gsu_mode not in GSU_MODES:
+            raise ConfigError(f"SEMINAR: config key 'gsu' must be one of {list(GSU_MODES)}, found {self.gsu_mode!r}")
+        self.pq_settings = (config["pq_subspaces"], config["pq_codewords"], config["pq_iterations"], config["seed"])
+        self.pq_index = None  # ProductQuantizer of the current weights (built or loaded on first use)
+        self._pq_loaded = False
         D = self.hidden_size
         self.G_item_id = nn.Linear(D, D, bias=False)  # PyTorch's default init: created after the base's init
         self.G_query = nn.Linear(D, D, bias=False)
@@ -80,6 +100,8 @@ class SEMINAR(TWIN):
         if config["pretrained_path"]:
             self.load_pretrained(config["pretrained_path"])
             self.freeze(config)
+        if config["pq_index_path"]:
+            self.load_pq_index(config["pq_index_path"])
 
     # ------------------------------------------------------------------ embeddings through G
     def psu_parts(self, items):
@@ -183,6 +205,72 @@ class SEMINAR(TWIN):
         if self.train_stage == "pretrain":
             return self.pretrain_loss(interaction)
         return super(SEMINAR, self).calculate_loss(interaction)
+
+    # ------------------------------------------------------------------ product-quantised search (gsu: pq)
+    def pq_modalities(self):
+        r"""The index's modalities: ``query``, ``id``, then the dataset's (``mm_features`` order)."""
+        return ["query", "id"] + self.modalities
+
+    def modality_weights(self):
+        r"""``[M]`` weights ``w`` with ``pair = sum_j w_j k_j``: ``[alpha, (1 - alpha) * gate]``."""
+        alpha = self.fusion_weight_query
+        gate = self.gate_weights() if self.modalities else torch.ones(1, device=self.item_embedding.weight.device)
+        return torch.cat([gate.new_tensor([alpha]), (1.0 - alpha) * gate])
+
+    @torch.no_grad()
+    def pq_tables(self):
+        r"""modality -> ``[n_items, D]`` G-projected item tables (the query modality: the items' dummy queries)."""
+        items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
+        parts = self.item_parts(items)
+        tables = {"query": self.query_embed(self.dummy_query), "id": parts[0]}
+        tables.update({m: part for m, part in zip(self.modalities, parts[1:])})
+        return {m: t.float().cpu() for m, t in tables.items()}
+
+    def build_pq_index(self):
+        r"""Train the product quantiser on the current tables (``pq_subspaces`` x ``pq_codewords``, k-means)."""
+        subspaces, codewords, iterations, seed = self.pq_settings
+        self.pq_index = ProductQuantizer.fit(
+            self.pq_tables(), subspaces, codewords, seed, n_iter=iterations, model=type(self).__name__
+        )
+        self._pq_loaded = False
+        return self.pq_index
+
+    def load_pq_index(self, path):
+        r"""Load an index built for SEMINAR on tables of this model's shapes (else ``RetrievalIndexError``)."""
+        shapes = {m: (self.n_items, self.hidden_size) for m in self.pq_modalities()}
+        self.pq_index = ProductQuantizer.load(path, model=type(self).__name__, table_shapes=shapes)
+        self._pq_loaded = True
+        return self.pq_index
+
+    def train(self, mode=True):
+        if mode and not self._pq_loaded:
+            self.pq_index = None  # the weights will change: a built index is rebuilt at the next evaluation
+        return super(SEMINAR, self).train(mode)
+
+    def quantised_history(self, history):
+        r"""``[B, L, D]`` history pairs from codewords: ``sum_j w_j C_j(code_{l,j})`` (query codes encoded here)."""
+        index = self.pq_index
+        device = history.items.device
+        query_codes = index.encode({"query": self.query_embed(history.queries).flatten(0, 1).cpu()})
+        codes = index.codes.to(device)[history.items]  # [B, L, M, S] (the query column is the item's dummy query)
+        codes[:, :, 0] = query_codes.view(history.items.shape + (-1,)).to(device=device, dtype=codes.dtype)
+        words = index.reconstruct(codes.flatten(0, 1).cpu()).to(device)  # [B*L, M, D]
+        merged = torch.einsum("nmd,m->nd", words, self.modality_weights().to(words.dtype))
+        return merged.view(history.items.shape + (-1,))
+
+    def pq_scores(self, history, target):
+        r"""``[B, C, H, L]`` quantised search scores ``<u_h, s_hat_l>``, ``u_h = W_k^h^T (W_q^h t + b_q^h)``."""
+        q = torch.einsum("bcd,hed->bche", target, torch.stack([layer.weight for layer in self.w_q]))
+        q = q + torch.stack([layer.bias for layer in self.w_q])
+        u = torch.einsum("bche,hef->bchf", q, torch.stack([layer.weight for layer in self.w_k]))
+        return torch.einsum("bchf,blf->bchl", u, self.quantised_history(history))
+
+    def gsu(self, history, items, tokens, target):
+        if self.gsu_mode == "exact" or self.training:
+            return super(SEMINAR, self).gsu(history, items, tokens, target)
+        if self.pq_index is None:
+            self.build_pq_index()
+        return Retrieval(select=self.top_k(self.pq_scores(history, target), history.valid))
 
     # ------------------------------------------------------------------ loading and freezing
     def load_pretrained(self, path):
