@@ -4,7 +4,10 @@
     python run_recbole_mm.py --model=SASRec --dataset=ml-100k_mm --epochs=5
     python run_recbole_mm.py -m SASRec -d ml-100k_mm --config_files="props/a.yaml props/b.yaml"
 
-Any ``--key=value`` is passed to RecBole's configuration (it overrides the config files).
+Any ``--key=value`` is passed to RecBole's configuration (it overrides the config files). A dataset folder is looked
+for in ``data_path`` (default ``dataset/``) and its ``downstream/`` and ``pretrain/`` sub-folders; pre-split files
+(``<dataset>.train.inter``, ``.valid.inter``, ``.test.inter``) are recognised as such. Bad settings (a missing config
+file, a value of the wrong type or out of range) end with one line on stderr and exit status 2, before any data is read.
 """
 
 import argparse
@@ -19,7 +22,9 @@ DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props",
 def parse_args(argv):
     """``(model, dataset, config_files)``; with none of the three given, the demo's (other ``--key=value``
     settings still apply). A model or dataset left out here may come from the config files."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )  # no abbreviations: --mod=X is a RecBole key, not --model
     parser.add_argument("--model", "-m", type=str, default=None, help="model name (default: the demo model)")
     parser.add_argument("--dataset", "-d", type=str, default=None, help="dataset name (default: ml-100k_mm)")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")

@@ -1,5 +1,9 @@
-"""Shared fixtures: the real ml-100k_mm demo dataset (built once per session), a clean sys.argv, no anomaly mode."""
+"""Shared fixtures: the real ml-100k_mm demo dataset (built once per session), a clean sys.argv, no anomaly mode, a
+dataset folder in MISSRec's downloaded layout."""
 
+import os
+
+import numpy as np
 import pytest
 
 from recbole_mm.prepare import ml100k_mm
@@ -30,3 +34,31 @@ def no_anomaly_mode():
 
     torch.autograd.set_detect_anomaly(False)
     yield
+
+
+def _write_reference_layout(folder, name, n_users=16, n_items=24, dim=8, seed=0):
+    """A dataset folder as MISSRec's downloads hold it: pre-split leave-one-out ``<name>.{train,valid,test}.inter``
+    (user_id, item_id_list, item_id) and raw float32 ``<name>.feat1CLS`` / ``.feat3CLS`` rows (row i = item token i),
+    no yaml. ``dim`` is small here (the downloads have 512): runs pass ``--plm_size``/``--img_size``."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    parts = {"train": [], "valid": [], "test": []}
+    for user in range(n_users):
+        seq = [str(i) for i in rng.choice(np.arange(1, n_items + 1), size=int(rng.integers(4, 9)), replace=False)]
+        for j in range(1, len(seq) - 2):
+            parts["train"].append((user, seq[:j], seq[j]))
+        parts["valid"].append((user, seq[:-2], seq[-2]))
+        parts["test"].append((user, seq[:-1], seq[-1]))
+    for part, rows in parts.items():
+        with open(os.path.join(folder, f"{name}.{part}.inter"), "w") as f:
+            f.write("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+            f.writelines(f"{u}\t{' '.join(h)}\t{t}\n" for u, h, t in rows)
+    for suffix in ("feat1CLS", "feat3CLS"):
+        rng.standard_normal((n_items + 1, dim)).astype(np.float32).tofile(os.path.join(folder, f"{name}.{suffix}"))
+
+
+@pytest.fixture
+def write_reference_layout():
+    """``write_reference_layout(folder, name, n_users=16, n_items=24, dim=8, seed=0)`` writes a tiny dataset folder
+    in MISSRec's downloaded layout."""
+    return _write_reference_layout

@@ -7,7 +7,7 @@ import pytest
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_mm.config import Config
-from recbole_mm.errors import ModelNotFoundError
+from recbole_mm.errors import ConfigError, ModelNotFoundError
 from recbole_mm.utils import get_model
 
 
@@ -106,3 +106,88 @@ def test_a_dataset_folder_config_is_loaded_under_user_settings(tmp_path):
     assert config["plm_size"] == 384 and config["topk"] == [20]  # over the model's and recbole_mm's defaults
     assert config["hidden_size"] == 16  # the user's setting wins
     assert "plm_size" in config.parameters["Dataset"]
+
+
+def test_mm_features_on_the_command_line_beat_missrecs_preset_keys(monkeypatch):
+    """MISSRec.yaml defines text and image by plm_suffix / img_suffix; a user's mm_features must win over them."""
+    from recbole_mm.data.features import feature_specs
+
+    monkeypatch.setattr("sys.argv", ["x", "--mm_features={'text': {'suffix': 'mine.npy'}}"])
+    specs = {spec.name: spec for spec in feature_specs(Config(model="MISSRec", dataset="ml-100k_mm"))}
+    assert specs["text"].suffix == "mine.npy" and specs["text"].dim is None  # the user's, whole
+    assert specs["image"].suffix == "feat3CLS" and specs["image"].dim == 384  # untouched: the presets'
+
+
+def test_a_modality_is_defined_by_the_highest_level_that_defines_it(tmp_path, monkeypatch):
+    """Presets < config files < config_dict < command line, whichever of mm_features or MISSRec's keys is used."""
+    (tmp_path / "u.yaml").write_text("plm_suffix: from_file\nmm_features: {image: {suffix: img_file, dim: 8}}\n")
+    files = [str(tmp_path / "u.yaml")]
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_file_list=files)
+    assert config["mm_features"]["text"] == {"suffix": "from_file", "dim": 384}  # the file's suffix, preset's dim
+    assert config["mm_features"]["image"] == {"suffix": "img_file", "dim": 8}
+    config_dict = {"mm_features": {"text": {"suffix": "from_dict", "dim": 16}}, "img_suffix": "img_dict"}
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_file_list=files, config_dict=config_dict)
+    assert config["mm_features"]["text"] == {"suffix": "from_dict", "dim": 16}
+    assert config["mm_features"]["image"] == {"suffix": "img_dict", "dim": 384}
+    monkeypatch.setattr("sys.argv", ["x", "--plm_suffix=from_cmd", "--plm_size=32"])
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_file_list=files, config_dict=config_dict)
+    assert config["mm_features"]["text"] == {"suffix": "from_cmd", "dim": 32}
+    assert "mm_features" in config.parameters["Dataset"]  # a saved dataset is rebuilt when any of these changes
+
+
+def test_a_folder_of_presplit_files_is_read_as_such(tmp_path, write_reference_layout):
+    write_reference_layout(tmp_path / "Sci" / "downstream" / "Scientific", "Scientific")
+    config = Config(model="SASRec", dataset="Scientific", config_dict={"data_path": str(tmp_path / "Sci")})
+    assert config["data_path"] == str(tmp_path / "Sci" / "downstream" / "Scientific")  # the sub-folder searched
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+    assert config["load_col"]["inter"] == ["user_id", "item_id_list", "item_id"]
+    assert config["alias_of_item_id"] == ["item_id_list"]
+    user = {"data_path": str(tmp_path / "Sci"), "benchmark_filename": ["train"], "load_col": {"inter": ["user_id"]}}
+    config = Config(model="SASRec", dataset="Scientific", config_dict=user)
+    assert config["benchmark_filename"] == ["train"] and config["load_col"] == {"inter": ["user_id"]}  # the user's
+    (tmp_path / "Sci" / "downstream" / "Scientific" / "Scientific.valid.inter").unlink()
+    with pytest.raises(ConfigError, match=r"holds the pre-split parts \['train', 'test'\]: a run needs train, valid"):
+        Config(model="SASRec", dataset="Scientific", config_dict={"data_path": str(tmp_path / "Sci")})
+
+
+def test_a_plain_inter_folder_keeps_recboles_defaults(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mine.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n")
+    (tmp_path / "mine" / "mine.train.inter").write_text("user_id:token\titem_id:token\n")
+    config = Config(model="BPR", dataset="mine", config_dict={"data_path": str(tmp_path)})
+    assert config["benchmark_filename"] is None and config["load_col"] == {"inter": ["user_id", "item_id"]}
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("learning_rate", 1),  # an int where RecBole's default is a float
+        ("dropout_prob", 0.25),  # RecBole's GRU4RecCPR.yaml has an int default (0) for a float key
+        ("weight_decay", 0),
+        ("clip_grad_norm", {"max_norm": 5}),  # None default: anything
+        ("gpu_id", 1),  # a str key: left to RecBole
+        ("topk", [5, 10]),
+    ],
+)
+def test_well_typed_values_pass(key, value):
+    assert Config(model="GRU4Rec", dataset="ml-100k", config_dict={key: value})[key] is not None
+
+
+def test_values_of_the_wrong_type_or_out_of_range_are_refused_naming_the_key(tmp_path):
+    (tmp_path / "u.yaml").write_text("hidden_size: 0.5\n")
+    cases = [
+        ({"learning_rate": "abc"}, "'learning_rate': expected a number, found 'abc' (in config_dict)"),
+        ({"hidden_size": "wide"}, "'hidden_size': expected a number, found 'wide'"),  # from GRU4Rec.yaml's default
+        ({"reproducibility": "yes"}, "'reproducibility': expected True or False, found 'yes'"),
+        ({"eval_step": -1}, "'eval_step': expected a non-negative integer, found -1"),
+        ({"learning_rate": 0}, "'learning_rate': expected a positive number, found 0"),
+        ({"stopping_step": None}, "'stopping_step': expected an integer, found None"),
+    ]
+    for config_dict, message in cases:
+        with pytest.raises(ConfigError) as err:
+            Config(model="GRU4Rec", dataset="ml-100k", config_dict=config_dict)
+        assert str(err.value).startswith(f"config key {message}")
+    with pytest.raises(
+        ConfigError, match=r"'hidden_size': expected a positive integer, found 0.5 \(in the config files\)"
+    ):
+        Config(model="GRU4Rec", dataset="ml-100k", config_file_list=[str(tmp_path / "u.yaml")])

@@ -60,7 +60,8 @@ def feature_specs(config) -> List[FeatureSpec]:
     """
     declared = dict(config["mm_features"] or {})
     for name, (suffix_key, dim_key) in LEGACY_KEYS.items():
-        if config[suffix_key] is not None:
+        # recbole_mm's Config has already folded these keys into mm_features, level by level (its docstring)
+        if config[suffix_key] is not None and name not in declared:
             declared[name] = {"suffix": config[suffix_key], "dim": config[dim_key]}
     wanted = config["modalities"]
     if wanted is None:

@@ -14,7 +14,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
-from recbole_mm.prepare import ml100k_mm
+from recbole_mm.config import DATASET_SUBFOLDERS, has_interactions
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.errors import DataFieldError, DatasetNotFoundError, RecBoleMMError
 from recbole_mm.utils import is_recbole_mm_model
@@ -38,15 +38,13 @@ def inter_files(config) -> list:
 
 
 def available_datasets(root: str) -> list:
-    """Dataset names under ``root`` (folders holding ``<name>.inter`` or ``<name>.train.inter``)."""
-    if not os.path.isdir(root):
-        return []
-    found = [
-        d
-        for d in sorted(os.listdir(root))
-        if any(os.path.isfile(os.path.join(root, d, f"{d}{s}")) for s in (".inter", ".train.inter"))
-    ]
-    return found
+    """Dataset names under ``root`` and its ``downstream/`` and ``pretrain/`` sub-folders (folders holding
+    ``<name>.inter`` or ``<name>.train.inter``), as ``--dataset`` takes them."""
+    found = set()
+    for folder in [root] + [os.path.join(root, sub) for sub in DATASET_SUBFOLDERS]:
+        if os.path.isdir(folder):
+            found.update(d for d in os.listdir(folder) if has_interactions(os.path.join(folder, d), d))
+    return sorted(found)
 
 
 # Datasets that can be built on first use, name -> ``build(root)``; registered by :mod:`recbole_mm.prepare`
@@ -63,7 +61,8 @@ def ensure_dataset(config) -> None:
     """Build a registered embedded dataset if it is asked for and missing; else check the dataset's files exist.
 
     Raises:
-        DatasetNotFoundError: with what was looked for where, which datasets exist and how to prepare one.
+        DatasetNotFoundError: with what was looked for where, what the dataset folder holds (or which datasets
+            exist), and how to prepare one.
     """
     name, directory = config["dataset"], config["data_path"]
     root = os.path.dirname(os.path.normpath(directory))
@@ -71,20 +70,36 @@ def ensure_dataset(config) -> None:
         BUILDERS[name](root)
     missing = [f for f in inter_files(config) if not os.path.isfile(f)]
     if missing:
-        found = available_datasets(root)
-        nested = sorted(glob.glob(os.path.join(glob.escape(root), "*", name)))
-        hint = (
-            f" A folder '{name}' exists under {os.path.abspath(os.path.dirname(nested[0]))}: pass --data_path there."
-            if nested
-            else ""
-        )
-        raise DatasetNotFoundError(
-            f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)} "
-            f"(data_path={os.path.abspath(root)}). Datasets there: {', '.join(found) or 'none'}; always available: "
-            f"{', '.join(BUILDERS) or 'none'} (built on first use), ml-100k (shipped with RecBole).{hint} To prepare a dataset see "
-            f"dataset/README.md, or point --data_path at the folder that holds '{name}/'."
-        )
+        raise DatasetNotFoundError(_not_found_message(name, root, directory, missing))
     check_inter_fields(config)
+
+
+def _not_found_message(name: str, root: str, directory: str, missing: list) -> str:
+    looked = f"dataset '{name}' not found: looked for {', '.join(os.path.abspath(f) for f in missing)}"
+    if os.path.isdir(directory):
+        held = sorted(f for f in os.listdir(directory) if f.endswith(".inter"))
+        if f"{name}.inter" in held:
+            advice = "one interaction file, read when benchmark_filename is unset: remove it from the config"
+        elif f"{name}.train.inter" in held:
+            advice = "pre-split files: set benchmark_filename to the parts it holds, or leave it unset"
+        else:
+            advice = f"no {name}.inter nor {name}.train.inter: interaction files are named after their folder"
+        return (
+            f"{looked}. The folder {os.path.abspath(directory)} holds {', '.join(held) or 'no .inter file'} ({advice})."
+        )
+    searched = ", ".join(os.path.join(os.path.abspath(root), sub, "") for sub in DATASET_SUBFOLDERS)
+    nested = [
+        os.path.dirname(folder)
+        for folder in sorted(glob.glob(os.path.join(glob.escape(root), "*", name)))
+        if os.path.basename(os.path.dirname(folder)) not in DATASET_SUBFOLDERS and has_interactions(folder, name)
+    ]
+    hint = f" A folder '{name}' exists under {os.path.abspath(nested[0])}: pass --data_path there." if nested else ""
+    return (
+        f"{looked} (data_path={os.path.abspath(root)}; {searched} searched too). Datasets there: "
+        f"{', '.join(available_datasets(root)) or 'none'}; always available: {', '.join(BUILDERS) or 'none'} (built on "
+        f"first use), ml-100k (shipped with RecBole).{hint} To prepare a dataset see dataset/README.md, or point "
+        f"--data_path at the folder that holds '{name}/'."
+    )
 
 
 def check_inter_fields(config) -> None:
