@@ -2,6 +2,7 @@
 ml-100k_mm, and the bad-input rules (over-long queries, keywords unseen in training, no query field)."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -171,3 +172,17 @@ def test_ml100k_mm_queries_are_the_items_dummy_queries(ml100k_root):
     other = MultiModalSequentialDataset(config)
     assert other.item_feat is None and "query" not in other.field2type
     assert dataset_module.SEMINARDataset is LongSequenceDataset and dataset_module.TWINDataset is LongSequenceDataset
+
+
+def test_ml100k_mm_folder_built_before_the_queries_gets_them(ml100k_root, tmp_path):
+    from recbole_mm.prepare import ml100k_mm
+
+    old = tmp_path / "ml-100k_mm"
+    shutil.copytree(ml100k_root / "ml-100k_mm", old)
+    (old / "ml-100k_mm.item").unlink()
+    before = sorted(p.name for p in old.iterdir())
+    assert ml100k_mm.ensure_built(str(tmp_path)) == str(old)
+    assert sorted(p.name for p in old.iterdir()) == sorted(before + ["ml-100k_mm.item"])
+    assert (old / "ml-100k_mm.item").read_text() == (ml100k_root / "ml-100k_mm" / "ml-100k_mm.item").read_text()
+    for name in before:  # nothing else rewritten
+        assert (old / name).read_bytes() == (ml100k_root / "ml-100k_mm" / name).read_bytes()
