@@ -186,3 +186,19 @@ def test_ml100k_mm_folder_built_before_the_queries_gets_them(ml100k_root, tmp_pa
     assert (old / "ml-100k_mm.item").read_text() == (ml100k_root / "ml-100k_mm" / "ml-100k_mm.item").read_text()
     for name in before:  # nothing else rewritten
         assert (old / name).read_bytes() == (ml100k_root / "ml-100k_mm" / name).read_bytes()
+
+
+def test_plain_inter_without_queries_takes_the_items_dummy_queries(tmp_path):
+    events = {u: [(i, t, "") for i, t, _ in rows] for u, rows in EVENTS.items()}
+    write_plain(tmp_path / "toy", events=events)
+    with open(tmp_path / "toy" / "toy.inter") as f:  # drop the query column
+        lines = [line.rstrip("\n").split("\t")[:3] for line in f]
+    with open(tmp_path / "toy" / "toy.inter", "w") as f:
+        f.writelines("\t".join(line) + "\n" for line in lines)
+    ds = LongSequenceDataset(config_for(tmp_path, load_col={"inter": ["user_id", "item_id", "timestamp"]}))
+    assert ds.query_from == "item"
+    rows = all_rows(ds.build()[0])
+    assert rows["query_list"].shape == rows["item_id_list"].shape + (5,)
+    assert torch.equal(rows["query_list"], ds.dummy_query[rows["item_id_list"]])
+    assert torch.equal(rows["query"], ds.dummy_query[rows["item_id"]])
+    assert rows["query"].ne(0).any() and rows["query_list"].ne(0).any()
