@@ -5,12 +5,11 @@
 #                                         # and results (not in the default set)
 # Where one command may run at most 10 minutes: `tests kmeans`, then `missrec`, then `dpc anomaly overhead encode`.
 #
-# `results` starts results/run_ml100k_mm.py detached (it runs on after the command returns, while the machine is
-# held) and waits up to RESULTS_WAIT seconds (540) for it; a later `results` call waits on the same runner. Records
-# go to saved/runs and come back in $OUT/runs.tar: unpack them into results/runs/ so that a fresh machine skips the
-# finished runs. A finished pre-training's checkpoint comes back without its optimizer state (about 6.5 MB): put it
-# into .whl/pretrained/, and the next machine copies it into saved/. `RESULTS_WAIT=0 bash bench/gpu_checks.sh results
-# tests` starts the runner and runs the gpu tests beside it; run the timed parts on a machine without the runner.
+# `results` starts `python -m recbole_mm.results --all --protocol reference --device cuda` detached (it runs on
+# after the command returns, while the machine is held) and waits up to RESULTS_WAIT seconds (540) for it; a later
+# `results` call waits on the same runner. Records go to saved/runs and come back in $OUT/runs.tar (with the
+# markdown): unpack it into results/ (runs/reference/...) so that a fresh machine skips the finished runs.
+# `RESULTS_WAIT=0 bash bench/gpu_checks.sh results tests` starts the runner and runs the gpu tests beside it.
 #
 # A GPU machine without network access installs the wheels in .whl/ (into /tmp/site; a faiss wheel there is left
 # out): recbole==1.2.1, colorlog, texttable, thop, pytz, tzdata, colorama and pandas==2.3.3 (RecBole 1.2.1 cannot
@@ -45,19 +44,17 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 PARTS=" ${*:-tests kmeans dpc missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
 part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
-  mkdir -p saved/runs; cp -n results/runs/*.json saved/runs/ 2>/dev/null  # records made here or in earlier sessions
-  cp -n .whl/pretrained/*.pth saved/ 2>/dev/null  # pre-trainings finished in earlier sessions
-  pgrep -f results/run_ml100k_mm.py > /dev/null || setsid nohup python3 results/run_ml100k_mm.py --device cuda \
-    --jobs "${RESULTS_JOBS:-12}" --record saved/runs > saved/results_log.txt 2>&1 < /dev/null &
+  mkdir -p saved/runs; cp -rn results/runs/reference saved/runs/ 2>/dev/null  # records of earlier sessions
+  pgrep -f "recbole_mm.results --all --protocol reference" > /dev/null || setsid nohup python3 -m recbole_mm.results \
+    --all --protocol reference --device cuda --jobs "${RESULTS_JOBS:-8}" --data-path dataset --work-dir saved/results \
+    --runs-dir saved/runs --out-dir saved/results_md > saved/results_log.txt 2>&1 < /dev/null &
   end=$(( $(date +%s) + ${RESULTS_WAIT:-540} ))  # then return; the next `results` call waits on the same runner
-  sleep 5; while pgrep -f results/run_ml100k_mm.py > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
-  cp saved/results_log.txt results/ml-100k_mm.md "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs  # $OUT: 8 files at most
-  tail -n 4 log/MISSRec/*.log log/SASRec/*.log log/BERT4Rec/*.log > "$OUT/progress.txt" 2>/dev/null  # unfinished runs' epochs
-  for ckpt in saved/MISSRec-ml-100k_mm_A-*-seed*.pth; do  # finished pre-trainings, without the optimizer state
-    [ -f "$ckpt" ] && python3 -c "import sys, torch, recbole_mm
-state = torch.load(sys.argv[1], map_location='cpu', weights_only=False); state.pop('optimizer', None)
-torch.save(state, sys.argv[2])" "$ckpt" "$OUT/$(basename "$ckpt")"
+  sleep 5
+  while pgrep -f "recbole_mm.results --all --protocol reference" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 10
   done
+  cp saved/results_log.txt "$OUT/"; tar cf "$OUT/runs.tar" -C saved runs results_md  # $OUT: 8 files at most
+  tail -n 3 saved/results/logs/reference/*/*.log > "$OUT/progress.txt" 2>/dev/null  # unfinished runs' epochs
 }
 part tests && { timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.txt" 2>&1; tail -2 "$OUT/pytest_gpu.txt"; }
 part kmeans && timeout 280 python3 bench/kmeans.py --regimes B,L,F,P1,P --device cuda --reps 1 > "$OUT/kmeans.txt" 2>&1

@@ -1,0 +1,121 @@
+"""Run result tables and write their markdown.
+
+    python -m recbole_mm.results --all                          # every table, CPU protocol -> results/<table>.md
+    python -m recbole_mm.results --tables sequential --rows SASRec "MISSRec, ID"
+    python -m recbole_mm.results --all --protocol reference --device cuda   # the reference-sized protocol (GPU)
+    python -m recbole_mm.results --smoke                        # tiny end-to-end check into a temporary folder
+    python -m recbole_mm.results --all --report-only            # rewrite the markdown from the records
+
+Recorded runs (``results/runs/<protocol>/<table>/``) are not run again; ``--force`` re-runs them.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+from recbole_mm.errors import RecBoleMMError
+from recbole_mm.results.protocols import ROOT, load_protocol
+from recbole_mm.results.report import write_markdown
+from recbole_mm.results.runner import Plan, RunError, read_record, run_plan
+from recbole_mm.results.tables import TABLES
+
+
+def ensure_data(data_path: str, names) -> None:
+    """Build ml-100k_mm and its two domains under ``data_path`` where a table needs them and they are missing."""
+    from recbole_mm.prepare import ml100k_mm, ml100k_mm_domains
+
+    if any(n.startswith("ml-100k_mm") for n in names):
+        ml100k_mm.ensure_built(data_path)
+    if any(n in (ml100k_mm_domains.NAME_A, ml100k_mm_domains.NAME_B) for n in names):
+        ml100k_mm_domains.ensure_built(data_path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_mm.results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--all", action="store_true", help="every table")
+    parser.add_argument("--tables", nargs="+", choices=sorted(TABLES), default=[], help="tables to run")
+    parser.add_argument("--rows", nargs="+", help="only these rows (labels; one table only)")
+    parser.add_argument("--protocol", default="cpu", help="results/protocols/<name>.yaml or a path (default cpu)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these of the protocol's seeds")
+    parser.add_argument("--force", action="store_true", help="re-run recorded runs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    parser.add_argument("--in-process", action="store_true", help="run in this process, not one process per run")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--data-path", default=os.path.join(ROOT, "dataset"), help="folder of the datasets")
+    parser.add_argument("--work-dir", default=os.path.join(ROOT, "saved", "results"), help="cut data, checkpoints, logs")
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "results", "runs"), help="run records")
+    parser.add_argument("--out-dir", default=os.path.join(ROOT, "results"), help="markdown and plots")
+    parser.add_argument("--report-only", action="store_true", help="write the markdown from the records; run nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="protocol 'smoke' (tiny slice, 1 epoch, 1 seed); everything in a temp folder"
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    names = sorted(TABLES) if args.all else args.tables
+    if args.smoke:
+        args.protocol = "smoke"
+        if args.runs_dir == build_parser().get_default("runs_dir"):
+            scratch = tempfile.mkdtemp(prefix="recbole_mm_results_smoke.")
+            args.runs_dir, args.out_dir, args.work_dir = (os.path.join(scratch, d) for d in ("runs", "out", "work"))
+        names = names or sorted(TABLES)
+        print(f"SMOKE CHECK (tiny slice, not results) into {os.path.dirname(args.runs_dir)}", flush=True)
+    if not names:
+        print("nothing to do: give --all or --tables", file=sys.stderr)
+        return 2
+    if args.rows and len(names) != 1:
+        print("--rows needs exactly one table (--tables NAME)", file=sys.stderr)
+        return 2
+    try:
+        protocol = load_protocol(args.protocol)
+        os.makedirs(args.out_dir, exist_ok=True)
+        datasets = {r.dataset or TABLES[n].dataset for n in names for r in TABLES[n].rows}
+        if not args.report_only:
+            ensure_data(args.data_path, datasets)
+        failed = []
+        for name in names:
+            plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, args.rows, args.device)
+            seeds = plan.seeds(args.seeds)
+            if args.report_only:
+                records = {}
+                for row in plan.rows:
+                    for seed in seeds:
+                        record = read_record(plan.record_path(row, seed))
+                        if record and record["spec"] == plan.spec(row, seed):
+                            records[row.label, seed] = record
+            else:
+                try:
+                    records = run_plan(plan, seeds, args.force, args.jobs, args.in_process)
+                except RunError as error:
+                    failed.append(str(error))
+                    records = {}
+                    for row in plan.rows:
+                        for seed in seeds:
+                            record = read_record(plan.record_path(row, seed))
+                            if record and record["spec"] == plan.spec(row, seed):
+                                records[row.label, seed] = record
+            if args.rows:  # the markdown always shows the whole table
+                full = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
+                for row in full.rows:
+                    for seed in seeds:
+                        record = read_record(full.record_path(row, seed))
+                        if (row.label, seed) not in records and record and record["spec"] == full.spec(row, seed):
+                            records[row.label, seed] = record
+                plan = full
+            print(f"wrote {write_markdown(plan, records, seeds, args.out_dir)}", flush=True)
+        if failed:
+            print("\n".join(failed), file=sys.stderr)
+            return 1
+    except RecBoleMMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""Run the rows of a table per seed, one JSON record per run, and write the table's markdown (and plot).
+
+Records live in ``<runs_dir>/<protocol>/<table>/<row slug>-seed<seed>.json``. A run whose record holds the same
+run specification (model, dataset, stage, settings, seed, pre-training it starts from) is not run again; a record
+made under other settings is run again (``--force`` re-runs everything asked for). A run executes
+:func:`recbole_mm.quick_start.run_recbole_mm` in a fresh Python process (``python -m recbole_mm.results.worker``) or,
+with ``in_process``, in this one; test metrics are those ``run_recbole_mm`` reads once, from the checkpoint of the
+best validation epoch. Pre-training rows run first (their checkpoints feed the fine-tuning rows of the same seed).
+"""
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from recbole_mm.data.atomic_files import atomic_write
+from recbole_mm.errors import RecBoleMMError
+from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
+from recbole_mm.results.tables import Row, Table
+
+# settings that say where things are, not what is run: left out of the run specification
+LOCATION_KEYS = ("data_path", "checkpoint_dir", "pretrained_path")
+
+
+class RunError(RecBoleMMError):
+    """A run of a table failed; the message names the table, row, seed and the log's last lines."""
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def record_path(runs_dir: str, protocol: str, table: str, label: str, seed: int) -> str:
+    return os.path.join(runs_dir, protocol, table, f"{slug(label)}-seed{seed}.json")
+
+
+def environment() -> Dict[str, str]:
+    """Versions and hardware written into every record."""
+    import recbole
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "torch": torch.__version__,
+        "recbole": recbole.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": str(os.cpu_count()),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
+        "commit": commit,
+    }
+
+
+class Plan:
+    """The runs of one table under one protocol: ``(row, seed)`` pairs with their specification and record."""
+
+    def __init__(
+        self,
+        table: Table,
+        protocol: Protocol,
+        data_path: str,
+        work_dir: str,
+        runs_dir: str,
+        rows: Optional[List[str]] = None,
+        device: str = "cpu",
+    ):
+        self.table, self.protocol, self.work_dir, self.runs_dir = table, protocol, work_dir, runs_dir
+        self.device = device
+        wanted = list(rows) if rows else [r.label for r in table.rows]
+        for label in wanted:
+            table.row(label)  # unknown labels raise here
+        # a fine-tuning row needs its pre-training row
+        for label in list(wanted):
+            row = table.row(label)
+            if row.pretrained_from and row.pretrained_from not in wanted:
+                wanted.append(row.pretrained_from)
+        self.rows = [r for r in table.rows if r.label in wanted]
+        names = sorted({r.dataset or table.dataset for r in self.rows})
+        self.data_path = prepared_data_path(protocol, table.cut, data_path, work_dir, names)
+
+    def spec(self, row: Row, seed: int) -> Dict:
+        """What defines a run (its record is reused only for an equal specification); locations kept apart."""
+        settings = dict(self.table.settings)
+        settings.update(self.protocol.run_settings(self.table.name, self.table.cut, row.stage))
+        settings.update(row.overrides)
+        settings["seed"] = seed
+        if row.stage == "pretrain":
+            settings.update(train_stage="pretrain", ckpt_suffix=f"seed{seed}")
+        spec = {
+            "table": self.table.name,
+            "row": row.label,
+            "protocol": self.protocol.name,
+            "model": row.model,
+            "dataset": row.dataset or self.table.dataset,
+            "stage": row.stage,
+            "config_files": list(row.config_files),
+            "settings": settings,
+            "seed": seed,
+            "pretrained_from": None,
+        }
+        if row.pretrained_from:
+            spec["pretrained_from"] = self.spec(self.table.row(row.pretrained_from), seed)
+        return json.loads(json.dumps(spec))  # plain JSON types, as read back from a record
+
+    def locations(self, row: Row, seed: int) -> Dict:
+        settings = {
+            "data_path": self.data_path,
+            "checkpoint_dir": os.path.join(self.work_dir, "saved", self.protocol.name, self.table.name, slug(row.label), f"seed{seed}"),
+            "device": self.device,
+            "threads": self.protocol.threads,
+            # RecBole runs on the CPU for an empty gpu_id
+            "gpu_id": (self.device.split(":")[1] if ":" in self.device else "0") if self.device.startswith("cuda") else "",
+        }
+        return settings
+
+    def record_path(self, row: Row, seed: int) -> str:
+        return record_path(self.runs_dir, self.protocol.name, self.table.name, row.label, seed)
+
+    def seeds(self, seeds: Optional[List[int]] = None) -> List[int]:
+        return list(seeds) if seeds else list(self.protocol.seeds)
+
+
+def read_record(path: str) -> Optional[Dict]:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def is_done(record: Optional[Dict], spec: Dict) -> bool:
+    """A record answers a run when it holds the same specification; a pre-training also needs its checkpoint."""
+    if record is None or record.get("spec") != spec:
+        return False
+    if spec["stage"] == "pretrain":
+        return bool(record.get("checkpoint")) and os.path.isfile(record["checkpoint"])
+    return True
+
+
+def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) -> Dict:
+    """Run one specification in this process; the result part of its record."""
+    import torch
+
+    from recbole_mm.quick_start import run_recbole_mm
+
+    config = dict(spec["settings"])
+    config.update({k: v for k, v in locations.items() if k not in ("device", "threads")})
+    if locations.get("threads"):
+        torch.set_num_threads(locations["threads"])
+    if pretrained_path:
+        config["pretrained_path"] = pretrained_path
+    files = [os.path.join(ROOT, f) for f in spec["config_files"]]
+    curve: List[List] = []
+    argv = sys.argv
+    sys.argv = argv[:1]  # RecBole's Config reads --key=value from the command line: keep the runner's out
+    wall, cpu = time.time(), time.process_time()
+    try:
+        result = run_recbole_mm(
+            model=spec["model"],
+            dataset=spec["dataset"],
+            config_file_list=files or None,
+            config_dict=config,
+            saved=True,
+            callback_fn=lambda epoch, score: curve.append([int(epoch), float(score)]),
+        )
+    finally:
+        sys.argv = argv
+    wall, cpu = time.time() - wall, time.process_time() - cpu
+    out = {
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "threads": torch.get_num_threads(),
+        "valid_curve": curve,
+    }
+    if spec["stage"] == "pretrain":
+        out.update(checkpoint=result["saved_model_file"], epochs_run=int(spec["settings"].get("pretrain_epochs", 0)))
+        return out
+    best_epoch = None
+    if curve:
+        scores = [s for _, s in curve]
+        best = max(scores) if result["valid_score_bigger"] else min(scores)
+        best_epoch = curve[scores.index(best)][0]  # RecBole keeps the first of equal scores
+    out.update(
+        best_valid={k: float(v) for k, v in result["best_valid_result"].items()},
+        best_valid_score=float(result["best_valid_score"]),
+        test={k: float(v) for k, v in result["test_result"].items()},
+        best_epoch=best_epoch,
+        epochs_run=(curve[-1][0] + 1) if curve else 0,
+        checkpoint=result["saved_model_file"],
+    )
+    return out
+
+
+def execute_in_subprocess(spec: Dict, locations: Dict, pretrained_path: Optional[str], log_path: str) -> Dict:
+    """:func:`execute` in a fresh ``python -m recbole_mm.results.worker`` (its output into ``log_path``)."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="recbole_mm_run.") as tmp:
+        job, out = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        with open(job, "w", encoding="utf-8") as f:
+            json.dump({"spec": spec, "locations": locations, "pretrained_path": pretrained_path}, f)
+        with open(log_path, "w", encoding="utf-8") as log:
+            env = dict(os.environ)
+            if locations.get("threads"):
+                env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(locations["threads"])
+            code = subprocess.run(
+                [sys.executable, "-m", "recbole_mm.results.worker", job, out],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ).returncode
+        if code != 0 or not os.path.isfile(out):
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                tail = "".join(f.readlines()[-30:])
+            raise RunError(
+                f"table {spec['table']!r}, row {spec['row']!r}, seed {spec['seed']}: exit {code}; log {log_path}:\n{tail}"
+            )
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def run_plan(
+    plan: Plan,
+    seeds: Optional[List[int]] = None,
+    force: bool = False,
+    jobs: int = 1,
+    in_process: bool = False,
+    log=print,
+) -> Dict[Tuple[str, int], Dict]:
+    """Run every missing run of ``plan`` (pre-trainings first), write their records; all records by (row, seed).
+
+    A pre-training runs only where a fine-tuning of its seed is missing. Failures are raised (as one
+    :class:`RunError`) after every other run has had its turn.
+    """
+    seeds = plan.seeds(seeds)
+    env = environment()
+    records: Dict[Tuple[str, int], Dict] = {}
+    todo = {}
+    for row in plan.rows:
+        for seed in seeds:
+            spec, path = plan.spec(row, seed), plan.record_path(row, seed)
+            record = read_record(path)
+            if not force and is_done(record, spec):
+                records[row.label, seed] = record
+            elif not force and row.stage == "pretrain":
+                todo[row.label, seed] = spec  # decided below: only if a fine-tuning needs it
+            else:
+                todo[row.label, seed] = spec
+    for (label, seed), spec in list(todo.items()):
+        if spec["stage"] == "pretrain" and not force:
+            needed = any(
+                r.pretrained_from == label and (r.label, seed) in todo for r in plan.rows if r.stage == "finetune"
+            )
+            if not needed:
+                del todo[label, seed]
+                if (label, seed) in records or read_record(plan.record_path(plan.table.row(label), seed)):
+                    records[label, seed] = read_record(plan.record_path(plan.table.row(label), seed))
+    errors: List[str] = []
+
+    def one(label: str, seed: int) -> None:
+        row = plan.table.row(label)
+        spec = todo[label, seed]
+        pretrained = None
+        if row.pretrained_from:
+            source = records.get((row.pretrained_from, seed))
+            if not source or not source.get("checkpoint") or not os.path.isfile(source["checkpoint"]):
+                errors.append(f"{plan.table.name} / {label} / seed {seed}: pre-training {row.pretrained_from!r} missing")
+                return
+            pretrained = source["checkpoint"]
+        log(f"[{plan.table.name}] {label}, seed {seed}: running")
+        log_path = os.path.join(plan.work_dir, "logs", plan.protocol.name, plan.table.name, f"{slug(label)}-seed{seed}.log")
+        try:
+            if in_process:
+                result = execute(spec, plan.locations(row, seed), pretrained)
+            else:
+                result = execute_in_subprocess(spec, plan.locations(row, seed), pretrained, log_path)
+        except Exception as error:  # every run gets its turn; reported together below
+            errors.append(f"{plan.table.name} / {label} / seed {seed}: {error}")
+            log(f"[{plan.table.name}] {label}, seed {seed}: FAILED: {str(error)[-2000:]}")
+            return
+        record = {
+            "spec": spec,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "environment": env,
+            "pretrained_path": pretrained,
+            **result,
+        }
+        path = plan.record_path(row, seed)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_write(path) as f:
+            json.dump(record, f, indent=1)
+        records[label, seed] = record
+        summary = "" if row.stage == "pretrain" else f"  test ndcg@10 {result['test'].get('ndcg@10', float('nan')):.4f}"
+        log(f"[{plan.table.name}] {label}, seed {seed}: {result['wall_seconds']:.0f} s wall, "
+            f"{result['cpu_seconds']:.0f} s CPU{summary}")
+
+    phases = [
+        [k for k in todo if todo[k]["stage"] == "pretrain"],
+        [k for k in todo if todo[k]["stage"] != "pretrain"],
+    ]
+    for phase in phases:
+        if jobs <= 1:
+            for key in phase:
+                one(*key)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(lambda key: one(*key), phase))
+    if errors:
+        raise RunError(f"{len(errors)} run(s) failed:\n" + "\n".join(errors))
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------- aggregation
+def mean_std(values: List[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN for a single value)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else float("nan")
+
+
+def cell(values: List[float], digits: int = 4) -> str:
+    """``mean ± std`` of ``values`` (``value (1 seed)`` for one, empty for none)."""
+    if not values:
+        return ""
+    mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

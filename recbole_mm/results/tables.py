@@ -1,0 +1,217 @@
+"""The result tables: each a list of rows (model + config overrides + stage), run per seed by
+``python -m recbole_mm.results``.
+
+How to add a row: append a :class:`Row` to a table's ``rows`` below, e.g.::
+
+    Row("MyModel", "MyModel", {"some_key": 1}),                          # trained on the table's dataset
+    Row("MyModel, pre-trained", "MyModel", {...}, stage="finetune", pretrained_from="MyModel pre-training"),
+
+and run ``python -m recbole_mm.results --tables <table>``: only the new row's runs are run (recorded runs are
+skipped). A ``stage="pretrain"`` row trains on its own ``dataset`` without validation; its checkpoint (one per
+seed) is passed as ``pretrained_path`` to every ``stage="finetune"`` row naming it in ``pretrained_from``.
+A new table is a :class:`Table` added to ``TABLES``. The overrides are RecBole settings: they win over the
+protocol's (``results/protocols/<protocol>.yaml``) and the table's settings; keep them to what defines the row.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import yaml
+
+from recbole_mm.errors import ConfigError
+
+STAGES = ("train", "pretrain", "finetune")
+_MODEL_PROPERTIES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model")
+PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "props")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a table: ``model`` trained with ``overrides`` on the table's dataset (or on ``dataset``).
+
+    Attributes:
+        label: the row's name in the table (unique in its table; records are named after it).
+        model: recbole_mm or RecBole model name.
+        overrides: RecBole settings of this row, over the protocol's and the table's.
+        stage: ``train`` (train, validate, test), ``pretrain`` (train only, keep the checkpoint) or ``finetune``
+            (as ``train``, starting from the checkpoint of the row ``pretrained_from``, same seed).
+        pretrained_from: label of the ``pretrain`` row of the same table whose checkpoint this row starts from.
+        dataset: the dataset of this row when it is not the table's (pre-training on another domain).
+        config_files: preset files of the row (before the protocol's and the table's settings), relative to the
+            repository root.
+        note: one line shown under the table.
+    """
+
+    label: str
+    model: str
+    overrides: Dict = field(default_factory=dict)
+    stage: str = "train"
+    pretrained_from: Optional[str] = None
+    dataset: Optional[str] = None
+    config_files: tuple = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: rows run on ``dataset`` under the table's ``settings`` (evaluation protocol).
+
+    Attributes:
+        name: file name stem (``results/<name>.md``) and ``--tables`` key.
+        title: heading of the markdown file.
+        dataset: dataset of the rows (a row may name its own for pre-training).
+        settings: RecBole settings every row of the table shares (evaluation protocol, data fields).
+        rows: the rows, in table order.
+        cut: the protocol's cut of training prefixes and history length applies (sequential data); the general
+            table keeps every interaction.
+        description: lines printed above the protocol block.
+        plot_metric: test metric drawn as a bar chart (``results/<name>.png``), or None for no plot.
+    """
+
+    name: str
+    title: str
+    dataset: str
+    settings: Dict
+    rows: List[Row]
+    cut: bool = True
+    description: List[str] = field(default_factory=list)
+    plot_metric: Optional[str] = "ndcg@10"
+
+    def row(self, label: str) -> Row:
+        for row in self.rows:
+            if row.label == label:
+                return row
+        raise ConfigError(f"table {self.name!r}: no row {label!r}; rows: {[r.label for r in self.rows]}")
+
+    def check(self) -> None:
+        """Labels unique, stages known, every ``pretrained_from`` a pre-training row of this table."""
+        labels = [r.label for r in self.rows]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"table {self.name!r}: duplicate row labels in {labels}")
+        for r in self.rows:
+            if r.stage not in STAGES:
+                raise ConfigError(f"table {self.name!r}, row {r.label!r}: stage must be one of {STAGES}, got {r.stage!r}")
+            if (r.stage == "finetune") != (r.pretrained_from is not None):
+                raise ConfigError(
+                    f"table {self.name!r}, row {r.label!r}: a 'finetune' row needs pretrained_from, and only it "
+                    f"(stage {r.stage!r}, pretrained_from {r.pretrained_from!r})"
+                )
+            if r.pretrained_from is not None and self.row(r.pretrained_from).stage != "pretrain":
+                raise ConfigError(
+                    f"table {self.name!r}, row {r.label!r}: pretrained_from {r.pretrained_from!r} is not a "
+                    f"'pretrain' row"
+                )
+
+
+def model_default(model: str, key: str):
+    """A model's default for ``key`` from ``recbole_mm/properties/model/<model>.yaml``."""
+    with open(os.path.join(_MODEL_PROPERTIES, f"{model}.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)[key]
+
+
+# Every table: full ranking over all items, one group per user, HIT and NDCG at 10 and 50 and at 11 and 51 (the
+# cut-offs the reference's evaluator reports under the names @10 and @50), model selection on valid NDCG@10.
+EVALUATION = {
+    "eval_args": {"order": "TO", "mode": "full", "group_by": "user"},
+    "metrics": ["HIT", "NDCG"],
+    "topk": [10, 11, 50, 51],
+    "valid_metric": "NDCG@10",
+}
+SEQUENTIAL = dict(EVALUATION, train_neg_sample_args=None)  # CE over all items for every sequential model
+
+# MISSRec rows pin the k-means variant, so a change of the model's default re-runs exactly the rows it concerns
+KMEANS_FAITHFUL = bool(model_default("MISSRec", "kmeans_faithful"))
+MISSREC_ID = {"train_stage": "transductive_ft", "kmeans_faithful": KMEANS_FAITHFUL}
+MISSREC_NO_ID = {"train_stage": "inductive_ft", "kmeans_faithful": KMEANS_FAITHFUL}
+OTHER_KMEANS = "faithful (one-pass minibatch) k-means" if not KMEANS_FAITHFUL else "Lloyd k-means"
+
+SEQUENTIAL_TABLE = Table(
+    name="sequential",
+    title="Sequential recommendation on ml-100k_mm",
+    dataset="ml-100k_mm",
+    settings=SEQUENTIAL,
+    rows=[
+        Row("Pop", "Pop"),
+        Row("GRU4Rec", "GRU4Rec"),
+        Row("SASRec", "SASRec"),
+        Row("BERT4Rec", "BERT4Rec"),
+        Row("MISSRec, ID", "MISSRec", MISSREC_ID, note="with item ID embeddings (transductive_ft)"),
+        Row("MISSRec, no ID", "MISSRec", MISSREC_NO_ID, note="features only (inductive_ft)"),
+        # ablations: "MISSRec, ID" with one part changed
+        Row("MISSRec, ID, text only", "MISSRec", dict(MISSREC_ID, modal_type="text"), note="no genre features"),
+        Row("MISSRec, ID, genres only", "MISSRec", dict(MISSREC_ID, modal_type="img"), note="no title features"),
+        # K = ceil(1e-4 x T) = 1 for ml-100k_mm's T = 2 modalities x 1,682 items
+        Row("MISSRec, ID, one interest", "MISSRec", dict(MISSREC_ID, interest_ratio=1e-4), note="K = 1"),
+        Row("MISSRec, ID, no regulariser", "MISSRec", dict(MISSREC_ID, gamma=0.0), note="gamma = 0"),
+        Row(
+            f"MISSRec, ID, {OTHER_KMEANS}",
+            "MISSRec",
+            dict(MISSREC_ID, kmeans_faithful=not KMEANS_FAITHFUL),
+            note="the other interest discovery (kmeans_faithful: %s)" % (not KMEANS_FAITHFUL),
+        ),
+    ],
+    description=[
+        "Next-item prediction from a user's history; RecBole's sequential baselines beside MISSRec (titles and "
+        "genre descriptions as MiniLM features). The last five rows are MISSRec, ID with one part changed.",
+    ],
+)
+
+GENERAL_TABLE = Table(
+    name="general",
+    title="General (collaborative filtering) recommendation on ml-100k_mm's interactions",
+    dataset="ml-100k_mm",
+    # the pre-split files read as (user, item) pairs: every training row's target is one training interaction
+    settings=dict(EVALUATION, load_col={"inter": ["user_id", "item_id"]}, alias_of_item_id=None),
+    rows=[Row("Pop", "Pop"), Row("BPR", "BPR"), Row("LightGCN", "LightGCN")],
+    cut=False,
+    description=[
+        "The same users, items and leave-one-out split as the sequential table, without order: each training "
+        "row's target is one (user, item) interaction (a user's first rating, which is only ever a history, is "
+        "not among them). Items the user rated before are excluded from the ranking (RecBole's full sort).",
+    ],
+)
+
+TRANSFER_TABLE = Table(
+    name="transfer",
+    title="Transfer: pre-trained on ml-100k_mm_A, fine-tuned on ml-100k_mm_B",
+    dataset="ml-100k_mm_B",
+    settings=SEQUENTIAL,
+    rows=[
+        Row(
+            "MISSRec pre-training on A",
+            "MISSRec",
+            {"kmeans_faithful": KMEANS_FAITHFUL},
+            stage="pretrain",
+            dataset="ml-100k_mm_A",
+            config_files=("props/MISSRec/pretrain.yaml",),
+            note="train file of ml-100k_mm_A only, no validation",
+        ),
+        Row("SASRec", "SASRec"),
+        Row("MISSRec, ID, from scratch", "MISSRec", MISSREC_ID),
+        Row("MISSRec, no ID, from scratch", "MISSRec", MISSREC_NO_ID),
+        Row(
+            "MISSRec, ID, pre-trained",
+            "MISSRec",
+            MISSREC_ID,
+            stage="finetune",
+            pretrained_from="MISSRec pre-training on A",
+        ),
+        Row(
+            "MISSRec, no ID, pre-trained",
+            "MISSRec",
+            MISSREC_NO_ID,
+            stage="finetune",
+            pretrained_from="MISSRec pre-training on A",
+        ),
+    ],
+    description=[
+        "ml-100k_mm_A holds the movies with Drama or Romance among their genres, ml-100k_mm_B every other movie "
+        "(disjoint items, the same users). Pre-training reads only A's train file; fine-tuning (PT1 recipe: "
+        "position embedding and Transformer frozen) and from-scratch training use B's split.",
+    ],
+)
+
+TABLES: Dict[str, Table] = {t.name: t for t in (SEQUENTIAL_TABLE, GENERAL_TABLE, TRANSFER_TABLE)}
+for _table in TABLES.values():
+    _table.check()

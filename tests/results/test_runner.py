@@ -1,0 +1,91 @@
+"""The runner on the real ml-100k_mm (tiny slice, smoke protocol): a recorded run is not run again, a record of
+other settings is, and the test metrics are read once, from the checkpoint of the best validation epoch."""
+
+import json
+import os
+
+import pytest
+import torch
+from recbole.trainer import Trainer
+
+from recbole_mm.results.protocols import load_protocol
+from recbole_mm.results.runner import Plan, read_record, run_plan
+from recbole_mm.results.tables import TABLES, Row, Table
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def plan_of(root, tmp_path, table="sequential", rows=("Pop",), protocol="smoke"):
+    return Plan(
+        TABLES[table], load_protocol(protocol), str(root), str(tmp_path / "work"), str(tmp_path / "runs"), list(rows)
+    )
+
+
+def test_a_recorded_run_is_not_run_again_and_a_changed_one_is(ml100k_root, tmp_path, monkeypatch):
+    plan = plan_of(ml100k_root, tmp_path)
+    first = run_plan(plan, in_process=True, log=lambda *_: None)
+    path = plan.record_path(plan.rows[0], 2020)
+    record = read_record(path)
+    assert first["Pop", 2020] == record and record["spec"] == plan.spec(plan.rows[0], 2020)
+    assert set(record["test"]) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (10, 11, 50, 51)}
+
+    calls = []
+    monkeypatch.setattr("recbole_mm.results.runner.execute", lambda *a, **k: calls.append(a) or {})
+    again = run_plan(plan, in_process=True, log=lambda *_: None)
+    assert calls == [] and again["Pop", 2020] == record  # read back, not run
+
+    # a record made under other settings (here: another epoch budget) is run again
+    record["spec"]["settings"]["epochs"] = 7
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    monkeypatch.undo()
+    rerun = run_plan(plan, in_process=True, log=lambda *_: None)
+    assert rerun["Pop", 2020]["spec"] == plan.spec(plan.rows[0], 2020) and rerun["Pop", 2020]["date"]
+
+
+def test_a_pretraining_runs_only_for_a_missing_finetuning(domains_root, tmp_path, monkeypatch):
+    plan = plan_of(domains_root, tmp_path, "transfer", ["MISSRec, ID, pre-trained"])
+    assert [r.label for r in plan.rows] == ["MISSRec pre-training on A", "MISSRec, ID, pre-trained"]
+    records = run_plan(plan, in_process=True, log=lambda *_: None)
+    pre, fine = records["MISSRec pre-training on A", 2020], records["MISSRec, ID, pre-trained", 2020]
+    assert os.path.isfile(pre["checkpoint"]) and fine["pretrained_path"] == pre["checkpoint"]
+    assert fine["spec"]["pretrained_from"] == pre["spec"]
+    os.remove(pre["checkpoint"])  # e.g. another machine: the fine-tuning is recorded, so nothing runs
+    calls = []
+    monkeypatch.setattr("recbole_mm.results.runner.execute", lambda *a, **k: calls.append(a) or {})
+    run_plan(plan, in_process=True, log=lambda *_: None)
+    assert calls == []
+
+
+def test_test_metrics_are_read_once_from_the_best_validation_checkpoint(ml100k_root, tmp_path, monkeypatch):
+    """SASRec for 4 epochs without early stopping: the test is evaluated once, with the best checkpoint loaded,
+    and re-evaluating that checkpoint on test gives the recorded test metrics."""
+    row = Row("SASRec", "SASRec", {"learning_rate": 0.01, "epochs": 4, "stopping_step": 10})
+    table = Table("check", "check", "ml-100k_mm", TABLES["sequential"].settings, [row])
+    plan = Plan(table, load_protocol("smoke"), str(ml100k_root), str(tmp_path / "work"), str(tmp_path / "runs"))
+    calls = []
+    evaluate = Trainer.evaluate
+
+    def spy(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        calls.append((eval_data.dataset if hasattr(eval_data, "dataset") else eval_data._dataset, load_best_model))
+        return evaluate(self, eval_data, load_best_model, model_file, show_progress)
+
+    monkeypatch.setattr(Trainer, "evaluate", spy)
+    record = run_plan(plan, in_process=True, log=lambda *_: None)["SASRec", 2020]
+    monkeypatch.undo()
+    assert [best for _, best in calls] == [False] * 4 + [True]  # 4 validations, then the test, once
+    assert calls[-1][0] is not calls[0][0]  # the test split, not the validation one
+    assert record["epochs_run"] == 4 and [e for e, _ in record["valid_curve"]] == [0, 1, 2, 3]
+    scores = [s for _, s in record["valid_curve"]]
+    assert record["best_epoch"] == scores.index(max(scores))
+    assert record["best_valid"]["ndcg@10"] == pytest.approx(max(scores))
+    checkpoint = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == record["best_epoch"]
+
+    from recbole_mm.quick_start import load_data_and_model
+    from recbole_mm.utils import get_trainer
+
+    config, model, _, _, _, test_data = load_data_and_model(record["checkpoint"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    again = trainer.evaluate(test_data, load_best_model=False)
+    assert {k: float(v) for k, v in again.items()} == pytest.approx(record["test"], abs=1e-4)
