@@ -330,7 +330,7 @@ class LongSequenceRecommender(SequentialRecommender):
         k = min(self.retrieve_topk if k is None else k, scores.shape[-1])
         if not self.reference_compat:
             scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-        index = scores.topk(k, dim=-1).indices
+        index = scores.topk(k, dim=-1, sorted=False).indices
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
 
     def attention_logits(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -423,14 +423,17 @@ class LongSequenceRecommender(SequentialRecommender):
         return expanded if self.eval_query_mode == "search" else torch.zeros_like(expanded)
 
     def candidate_groups(self, interaction):
-        r"""Rows sharing a history (consecutive, same user, history and target query) as one user's candidates.
+        r"""Rows sharing a history (consecutive, same user, item history and target query; without a user field, the
+        same history queries too) as one user's candidates.
 
         Returns:
             ``(first [G], group [N], position [N])``: each group's first row, each row's group and its column.
         """
-        keys = [interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ].flatten(1), interaction[self.QUERY]]
-        if self.USER_ID in interaction:
+        keys = [interaction[self.ITEM_SEQ], interaction[self.QUERY]]
+        if self.USER_ID in interaction:  # a user's rows with one item history share their queries too
             keys.append(interaction[self.USER_ID].unsqueeze(1))
+        else:
+            keys.append(interaction[self.QUERY_SEQ].flatten(1))
         n, device = keys[0].shape[0], keys[0].device
         differs = torch.zeros(max(n - 1, 0), dtype=torch.bool, device=device)
         for key in keys:

@@ -1,0 +1,172 @@
+"""Long-sequence models (SIM, ETA, QIN, TWIN, SEMINAR) on ml-100k_mm at L = 100, on the CPU.
+
+For each model: training rows per second (RecBole's training loader, Adam steps), the uni100 evaluation of the
+validation users with each user's 100 candidates scored as one batch (``batch_candidates: True``) against one
+candidate at a time (``False``, the reference's loop: the history is re-projected for every candidate), on the
+same evaluation batches in the same run, and the whole uni100 validation pass (RecBole's trainer and evaluator,
+batched) against one training epoch.
+
+The histories come from the same chronological MovieLens-100K sequences as ml-100k_mm (same item indices, so its
+feature files and dummy queries apply), cut at ``--max-len`` instead of 50: ``ml-100k_mm_l<max-len>`` is written
+beside ``ml-100k_mm`` under ``--data-path`` on first use.
+
+    python bench/longseq.py --data-path /tmp/bench_data
+    python bench/longseq.py --models TWIN --train-steps 10 --single-batches 1   # quick look
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+
+def ensure_long_dataset(data_path: str, max_len: int) -> str:
+    """Write ``ml-100k_mm_l<max_len>`` (pre-split leave-one-out, histories cut at ``max_len``) if missing."""
+    from recbole_mm.data.atomic_files import leave_one_out, publish_dir, write_inter_files
+    from recbole_mm.prepare import ml100k_mm
+
+    source = ml100k_mm.ensure_built(data_path)
+    name = f"ml-100k_mm_l{max_len}"
+    target = os.path.join(data_path, name)
+    if os.path.isdir(target):
+        return name
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
+    sequences, _, item_ids = ml100k_mm.chronological_sequences(ml100k_mm.load_source()[0])
+    with open(os.path.join(source, "ml-100k_mm.item2index"), encoding="utf-8") as f:
+        assert [line.split("\t")[0] for line in f if line.strip()] == item_ids, "item indices differ from ml-100k_mm"
+    write_inter_files(work, name, leave_one_out(sequences, max_len))
+    for suffix in ("feat1CLS", "feat3CLS", "item"):
+        os.symlink(os.path.abspath(os.path.join(source, f"ml-100k_mm.{suffix}")), os.path.join(work, f"{name}.{suffix}"))
+    publish_dir(work, target)
+    return name
+
+
+def settings(args, name, model, **extra):
+    return {
+        "data_path": args.data_path,
+        "dataset": name,
+        "benchmark_filename": ["train", "valid", "test"],
+        "alias_of_item_id": ["item_id_list"],
+        "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "mm_features": {"text": {"suffix": "feat1CLS", "dim": 384}, "image": {"suffix": "feat3CLS", "dim": 384}},
+        "checkpoint_dir": os.path.join(args.data_path, "saved"),
+        "use_gpu": False,
+        "show_progress": False,
+        "seed": 2026,
+        **extra,
+    }
+
+
+def build(args, name, model, **extra):
+    from recbole_mm.config import Config
+    from recbole_mm.data.utils import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_mm.utils import get_model
+
+    config = Config(model=model, config_dict=settings(args, name, model, **extra))
+    init_seed(config["seed"], True)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    return config, train, valid, get_model(model)(config, train.dataset)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def measure(args, name, model):
+    from recbole_mm.utils import get_trainer
+
+    config, train, valid, net = build(args, name, model)
+    trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
+    # training: Adam steps on RecBole's batches (the first two warm up)
+    batches = iter(train)
+    net.train()
+    rows, seconds = 0, 0.0
+    for step in range(args.train_steps + 2):
+        batch = next(batches)
+
+        def step_fn():
+            trainer.optimizer.zero_grad()
+            losses = net.calculate_loss(batch)
+            (sum(losses) if isinstance(losses, tuple) else losses).backward()
+            trainer.optimizer.step()
+
+        elapsed, _ = timed(step_fn)
+        if step >= 2:
+            rows, seconds = rows + len(batch), seconds + elapsed
+    train_rate = rows / seconds
+    epoch_s = len(train.dataset) / train_rate
+    # evaluation: the same batches, all candidates at once vs one at a time
+    net.eval()
+    eval_batches = []
+    for k, batch in enumerate(valid):
+        if k == args.single_batches:
+            break
+        eval_batches.append(batch[0])
+    with torch.no_grad():
+        net.batch_candidates = True
+        net.predict(eval_batches[0])  # warm-up
+        batched_s, batched = timed(lambda: [net.predict(b) for b in eval_batches])
+        net.batch_candidates = False
+        single_s, single = timed(lambda: [net.predict(b) for b in eval_batches])
+        net.batch_candidates = True
+    diff = max(float((a - b).abs().max()) for a, b in zip(batched, single))
+    users = sum(len(b) for b in eval_batches) // 100
+    # the whole uni100 validation pass through RecBole's trainer and evaluator (batched)
+    pass_s, result = timed(lambda: trainer.evaluate(valid, load_best_model=False))
+    return {
+        "model": model,
+        "train_rows_per_s": train_rate,
+        "train_rows": len(train.dataset),
+        "epoch_s": epoch_s,
+        "users_timed": users,
+        "batched_s": batched_s,
+        "single_s": single_s,
+        "speedup": single_s / batched_s,
+        "max_abs_diff": diff,
+        "eval_pass_s": pass_s,
+        "eval_users": len(valid.uid_list),
+        "ndcg@10_untrained": float(result["ndcg@10"]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-path", default="/tmp/recbole_mm_bench_data")
+    parser.add_argument("--max-len", type=int, default=100)
+    parser.add_argument("--models", nargs="+", default=["SIM", "ETA", "QIN", "TWIN", "SEMINAR"])
+    parser.add_argument("--train-steps", type=int, default=20, help="timed training steps (256 rows each)")
+    parser.add_argument("--single-batches", type=int, default=1, help="evaluation batches (256 users) timed both ways")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    name = ensure_long_dataset(args.data_path, args.max_len)
+    rows = [measure(args, name, model) for model in args.models]
+    print(f"\nml-100k_mm, L = {args.max_len}, D = 64, H = 4, K = 50 (QIN K1 = 80), {args.threads} threads")
+    print("| model | training rows/s | epoch (est.) | uni100 eval, batched | one at a time | speed-up | eval pass |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['train_rows_per_s']:,.0f} | {r['epoch_s']:.0f} s ({r['train_rows']:,} rows) | "
+            f"{r['batched_s']:.2f} s | {r['single_s']:.1f} s | {r['speedup']:.0f}x | {r['eval_pass_s']:.1f} s "
+            f"({r['eval_users']} users, {r['eval_pass_s'] / r['epoch_s']:.2f} epoch) |"
+        )
+    print(f"(batched vs one at a time timed on the same {rows[0]['users_timed']} users; largest score difference "
+          f"{max(r['max_abs_diff'] for r in rows):.1e})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
