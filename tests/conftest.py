@@ -1,7 +1,8 @@
 """Shared fixtures: the real ml-100k_mm demo dataset (built once per session), a clean sys.argv, no anomaly mode, a
-dataset folder in MISSRec's downloaded layout."""
+slice of ml-100k_mm, a dataset folder in MISSRec's downloaded layout."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,33 @@ def ml100k_root(tmp_path_factory):
     """A data_path holding a freshly built ``ml-100k_mm`` (real MovieLens-100K, real MiniLM features)."""
     root = tmp_path_factory.mktemp("data")
     ml100k_mm.build(str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ml100k_slice(ml100k_root, tmp_path_factory):
+    """A data_path holding ``ml-100k_mm`` cut to its first 40 users (histories cut to their last 20 items, the last 10
+    training rows per user; the feature files, ``.item`` and indices copied whole)."""
+    name, root = "ml-100k_mm", tmp_path_factory.mktemp("slice")
+    n_users, max_history, train_rows = 40, 20, 10
+    source, target = os.path.join(str(ml100k_root), name), root / name
+    target.mkdir()
+    for part in ("train", "valid", "test"):
+        per_user = {}
+        with open(os.path.join(source, f"{name}.{part}.inter"), encoding="utf-8") as src:
+            header = src.readline()
+            for line in src:
+                user, history, item = line.rstrip("\n").split("\t")
+                if int(user) < n_users:
+                    short = " ".join(history.split()[-max_history:])
+                    per_user.setdefault(user, []).append(f"{user}\t{short}\t{item}\n")
+        with open(target / f"{name}.{part}.inter", "w", encoding="utf-8") as dst:
+            dst.write(header)
+            for lines in per_user.values():
+                dst.writelines(lines[-train_rows:])
+    for entry in os.listdir(source):
+        if not entry.endswith(".inter"):
+            shutil.copy(os.path.join(source, entry), target / entry)
     return root
 
 
