@@ -71,9 +71,10 @@ class DeviceLossMixin:
                 losses = loss_func(interaction)
             parts = losses if isinstance(losses, tuple) else (losses,)
             loss = sum(parts) if isinstance(losses, tuple) else losses
-            values = torch.stack([part.detach().double().reshape(()) for part in parts])  # one value each, as .item()
+            # one value per part, as RecBole's .item() reads it: any one-element shape (graph models and Pop: (1,))
+            values = torch.stack([part.detach().double().reshape(()) for part in parts])
             total = values if total is None else total + values
-            first_nan = torch.where((first_nan < 0) & torch.isnan(loss.detach()), step, first_nan)
+            first_nan = torch.where((first_nan < 0) & torch.isnan(loss.detach().reshape(())), step, first_nan)
             scaler.scale(loss).backward()
             if self.clip_grad_norm:
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)

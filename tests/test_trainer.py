@@ -131,3 +131,37 @@ def test_checkpoint_folder_exists_before_recbole_checks_it(ml100k_slice, tmp_pat
     checkpoint_dir = tmp_path / "new" / "saved"
     trainer, _ = sasrec_run(ml100k_slice, checkpoint_dir, construct)
     assert trainer.checkpoint_dir == str(checkpoint_dir) and checkpoint_dir.is_dir()
+
+
+@pytest.mark.parametrize("model_name", ["LightGCN", "Pop"])
+def test_one_element_losses_of_recbole_models_sum_to_a_number(ml100k_slice, tmp_path, model_name):
+    """RecBole's graph models (EmbLoss starts from ``torch.zeros(1)``) and Pop return losses of shape ``(1,)``;
+    RecBole reads them with ``.item()``. The epoch's sum must be a number, as RecBole's own loop gives, so that
+    the epoch's loss line formats (it failed with ``TypeError: must be real number, not list``)."""
+    results = []
+    for trainer_class in (Trainer, get_trainer(ModelType.GENERAL, model_name)):
+        config = Config(
+            model=model_name,
+            dataset="ml-100k_mm",
+            config_dict={
+                "data_path": str(ml100k_slice),
+                "checkpoint_dir": str(tmp_path / trainer_class.__module__),
+                "embedding_size": 8,
+                "n_layers": 1,
+                "train_batch_size": 512,
+                "seed": 7,
+            },
+        )
+        train_data, _, _ = data_preparation(config, create_dataset(config))
+        init_seed(config["seed"], True)
+        model = get_model(model_name)(config, train_data._dataset)
+        trainer = trainer_class(config, model)
+        init_seed(config["seed"], True)
+        total = trainer._train_epoch(train_data, 0)
+        assert isinstance(total, float), (trainer_class, type(total))
+        assert "train loss" in trainer._generate_train_loss_output(0, 0.0, 1.0, total)
+        results.append(total)
+    recbole_total, ours_total = results
+    assert ours_total == pytest.approx(recbole_total, rel=1e-6)
+    if model_name == "LightGCN":
+        assert recbole_total > 0
