@@ -168,10 +168,31 @@ def test_ml100k_mm_queries_are_the_items_dummy_queries(ml100k_root):
     index = {raw: str(i) for i, raw in enumerate(raw_ids)}
     assert words(index["1"]) == ["toy", "story"]  # "Toy Story"
     assert words(index["286"]) == ["english", "patient", "the"]  # "English Patient, The"
-    # other models read ml-100k_mm as before: no item file, no query field
-    other = MultiModalSequentialDataset(config)
-    assert other.item_feat is None and "query" not in other.field2type
+    # other models read ml-100k_mm as before: its preset loads no item file (checked on a copy of its files below)
+    assert "item" not in config["load_col"]
     assert dataset_module.SEMINARDataset is LongSequenceDataset and dataset_module.TWINDataset is LongSequenceDataset
+
+
+def test_other_models_do_not_load_the_dummy_queries(tmp_path):
+    """A pre-split dataset with an ``.item`` of dummy queries, read with ml-100k_mm's ``load_col`` (inter only): the
+    multi-modal dataset of the other models neither loads the file nor gains a query field."""
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    parts = {"train": ("a b", "c"), "valid": ("a b c", "d"), "test": ("a b c d", "e")}
+    for part, (history, target) in parts.items():
+        header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+        (folder / f"toy.{part}.inter").write_text(f"{header}u\t{history}\t{target}\n")
+    dummy = "".join(f"{i}\tk{i}\n" for i in "abcde")
+    (folder / "toy.item").write_text("item_id:token\tdummy_query:token_seq\n" + dummy)
+    presplit = {
+        "benchmark_filename": ["train", "valid", "test"],
+        "alias_of_item_id": ["item_id_list"],
+        "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+    }
+    other = MultiModalSequentialDataset(config_for(tmp_path, **presplit))
+    assert other.item_feat is None and "query" not in other.field2type and "dummy_query" not in other.field2type
+    ours = LongSequenceDataset(config_for(tmp_path, **presplit))
+    assert ours.query_from == "item" and ours.dummy_query.ne(0).sum() == 5
 
 
 def test_ml100k_mm_folder_built_before_the_queries_gets_them(ml100k_root, tmp_path):
