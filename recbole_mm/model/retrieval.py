@@ -141,7 +141,8 @@ class ProductQuantizer:
 
         Args:
             tables: modality -> ``[n_items, d]`` item table, row 0 the padding item (not used for training); every
-                table has the same ``n_items`` and ``d``, and ``d`` is a multiple of ``n_subspaces``.
+                table has the same ``n_items`` and ``d``, and ``d`` is a multiple of ``n_subspaces``. The codebooks
+                are trained on the tables' device; the index (codebooks, codes) lives on the CPU.
             n_subspaces: ``S``, sub-vectors per vector.
             n_codewords: ``C``, codewords per sub-space (at most the number of training rows).
             seed: seeds the row sample and the k-means initialisation.
@@ -170,7 +171,8 @@ class ProductQuantizer:
             )
         books = []
         for k, (name, table) in enumerate(tables.items()):
-            x = table[rows].detach().float().reshape(len(rows), n_subspaces, d // n_subspaces).transpose(0, 1)
+            x = table.detach()[rows.to(table.device)].float()  # k-means runs where the table lives
+            x = x.reshape(len(rows), n_subspaces, d // n_subspaces).transpose(0, 1)
             result = kmeans(x.contiguous(), n_codewords, n_iter=n_iter, seed=seed + k, init=init)
             books.append(result.centroids.float().cpu())
         codebooks = torch.stack(books)  # [M, S, C, d/S]
@@ -192,7 +194,7 @@ class ProductQuantizer:
         dtype = torch.uint8 if self.n_codewords <= 256 else torch.int16 if self.n_codewords <= 32768 else torch.int32
         out = []
         for name in names:
-            x = vectors[name].detach().float()
+            x = vectors[name].detach().float().cpu()
             if x.dim() != 2 or x.shape[1] != self.dim:
                 raise RetrievalIndexError(f"encode: '{name}' must be [n, {self.dim}], found {tuple(x.shape)}")
             book = self.codebooks[self.modalities.index(name)]  # [S, C, d/S]
