@@ -501,10 +501,61 @@ def test_bad_inputs_raise_before_training(tmp_path):
     assert model.modalities == ("text",) and not hasattr(model, "fusion_factor")
 
 
+# Recorded from MISSRec as the commit that added this test implements it (before the model moved onto the
+# multi-modal sequential family base), by the function below on a CPU (torch 2.13): the base changes no value.
+RECORDED = {
+    "transductive_ft text_adaptor.bias": 3.1611101888120174,
+    "transductive_ft img_adaptor.weight": 25.585691968444735,
+    "transductive_ft trm_model.decoder.layers.0.linear1.weight": 4.120181201447849,
+    "transductive_ft loss": 3.103238344192505,
+    "transductive_ft scores sum": 1527.9614097159356,
+    "transductive_ft scores [1, 1:4]": [-1.761797547340393, -1.5409222841262817, 7.880148887634277],
+    "inductive_ft text_adaptor.bias": 3.595620295032859,
+    "inductive_ft img_adaptor.weight": 19.989914740785025,
+    "inductive_ft trm_model.decoder.layers.0.linear1.weight": 4.283589660393773,
+    "inductive_ft loss": 2.210334300994873,
+    "inductive_ft scores sum": 3788.8633823683485,
+    "inductive_ft scores [1, 1:4]": [2.8825981616973877, 2.2193117141723633, 9.46070671081543],
+    "pretrain loss": 1.6976399421691895,
+}
+
+
+def recorded_behaviour(tmp_path):
+    """Initial parameters, a fine-tuning loss, all-item scores (transductive and inductive) and a pre-training
+    loss of MISSRec on the synthetic sets, every draw seeded, dropout off."""
+    values = {}
+    for stage in ("transductive_ft", "inductive_ft"):
+        _, model, train_data, valid_data, _ = build(tmp_path, train_stage=stage, hidden_dropout_prob=0.0)
+        for name in ("text_adaptor.bias", "img_adaptor.weight", "trm_model.decoder.layers.0.linear1.weight"):
+            values[f"{stage} {name}"] = float(model.get_parameter(name).detach().double().abs().sum())
+        model.discover_interests(0)
+        values[f"{stage} loss"] = float(model.calculate_loss(first_batch(train_data)))
+        model.eval()
+        with torch.no_grad():
+            scores = model.full_sort_predict(first_batch(valid_data)).double()
+        values[f"{stage} scores sum"] = float(scores.sum())
+        values[f"{stage} scores [1, 1:4]"] = scores[1, 1:4].tolist()
+    write_synthetic(tmp_path / "pt", name="pt", n_users=24, aug=True)
+    config = pretrain_config(tmp_path)
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    torch.manual_seed(0)
+    model = MISSRec(config, train_data.dataset)
+    model.discover_interests(0)
+    values["pretrain loss"] = float(model.calculate_loss(first_batch(train_data)))
+    return values
+
+
+def test_outputs_equal_the_recorded_ones(tmp_path):
+    got = recorded_behaviour(tmp_path)
+    assert got.keys() == RECORDED.keys()
+    for key, expected in RECORDED.items():
+        assert got[key] == pytest.approx(expected, rel=1e-5, abs=1e-6), key
+
+
 # ---------------------------------------------------------------------------------------------------
 def write_ml100k_slice(source_root, directory, n_users=50, max_history=20, train_rows=30):
     """The first ``n_users`` users of ml-100k_mm (histories cut to the last ``max_history`` items, the last
-    ``train_rows`` training rows per user), with its feature files."""
+    ``train_rows`` training rows per user), with its other files (features, indices)."""
     name = "ml-100k_mm"
     source = os.path.join(source_root, name)
     os.makedirs(directory / name)
@@ -521,13 +572,15 @@ def write_ml100k_slice(source_root, directory, n_users=50, max_history=20, train
             dst.write(header)
             for lines in per_user.values():
                 dst.writelines(lines[-train_rows:])
-    for suffix in ("feat1CLS", "feat3CLS"):
-        shutil.copy(os.path.join(source, f"{name}.{suffix}"), directory / name / f"{name}.{suffix}")
+    for entry in os.listdir(source):
+        if not entry.endswith(".inter"):
+            shutil.copy(os.path.join(source, entry), directory / name / entry)
 
 
 def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
-    # 150 users: with 50, one validation hit moves NDCG@10 by about 0.01, and the margin below was a coin toss
-    # (over torch seeds 0-3 the trained model beat the untrained one by 0.021 to 0.032 with 150 users)
+    # 150 users: with 50, one validation hit moves NDCG@10 by about 0.01, and the margin below was a coin toss.
+    # The untrained model already ranks by content (the adaptors' default init keeps the features apart): over
+    # torch seeds 0-2 the trained model beat it by 0.006, 0.018 and 0.009 (untrained 0.021, 0.008, 0.010)
     write_ml100k_slice(ml100k_root, tmp_path, n_users=150)
     extra = {
         "data_path": str(tmp_path),
@@ -549,7 +602,95 @@ def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
     untrained = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
     _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
     print(f"untrained NDCG@10 {untrained:.4f}, trained {best['ndcg@10']:.4f}")
-    assert best["ndcg@10"] > untrained + 0.01, (best, untrained)
+    assert best["ndcg@10"] > untrained + 0.005, (best, untrained)
+
+
+def test_adaptors_keep_pytorch_default_init_and_pad_id_row_is_zero(tmp_path):
+    _, model, _, _, _ = build(tmp_path)
+    for modality in model.modalities:
+        adaptor = model.adaptor(modality)
+        bound = 1 / math.sqrt(adaptor.in_features)  # nn.Linear's default: U(-bound, bound) for weight and bias
+        for param in (adaptor.weight, adaptor.bias):
+            assert param.abs().max() <= bound and param.std() > bound / 3, (modality, float(param.std()))
+    assert model.text_adaptor.bias.abs().min() > 0  # PAD and a missing image map to a non-zero vector
+    assert torch.all(model.item_embedding.weight[0] == 0)  # PAD's ID row, as the reference's init leaves it
+    assert abs(float(model.item_embedding.weight[1:].detach().std()) - 0.02) < 0.005  # the others: N(0, 0.02)
+    assert abs(float(model.position_embedding.weight.detach().std()) - 0.02) < 0.005
+
+
+def test_gradients_stay_bounded_in_the_first_steps_on_ml100k(ml100k_root, tmp_path):
+    """With zero adaptor biases (an N(0, 0.02) / zero-bias init applied to the adaptors) PAD, scored in every
+    fine-tuning step, is an exact zero vector before F.normalize: the adaptor bias gradients reached 3e8 in this
+    epoch, and Adam froze the biases. Dropout off and Lloyd k-means: both add gradient spikes of their own in the
+    reference's encoder (a LayerNorm with eps 1e-12 of an all-dropped attention output or of zero centroids)."""
+    write_ml100k_slice(ml100k_root, tmp_path, n_users=50)
+    extra = {
+        "data_path": str(tmp_path),
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "hidden_size": 32,
+        "inner_size": 32,
+        "hidden_dropout_prob": 0.0,
+        "kmeans_faithful": False,
+        "train_batch_size": 128,
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "show_progress": False,
+        "seed": 2020,
+    }
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_dict=extra)
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    torch.manual_seed(0)
+    model = MISSRec(config, train_data.dataset)
+    peak = {}
+
+    def record(name):
+        return lambda grad: peak.__setitem__(name, max(peak.get(name, 0.0), float(grad.abs().max())))
+
+    for name, param in model.named_parameters():
+        param.register_hook(record(name))
+    before = {m: model.adaptor(m).bias.detach().clone() for m in model.modalities}
+    MISSRecTrainer(config, model)._train_epoch(train_data, 0)
+    assert len(train_data) >= 10 and len(peak) == len(list(model.parameters()))
+    worst = max(peak, key=peak.get)
+    assert peak[worst] < 1e3, (worst, peak[worst])  # measured 56 here; 2.8e8 with zero adaptor biases
+    for modality in model.modalities:
+        assert (model.adaptor(modality).bias.detach() - before[modality]).abs().max() > 1e-3
+
+
+def test_faithful_kmeans_collapses_ml100k_interests_into_one(ml100k_root):
+    """ml-100k_mm holds 215 distinct genre texts for 1,682 movies: the faithful one-pass k-means (K = 1,682 of
+    3,364 tokens) leaves hundreds of clusters empty, their centroids are zero, and every signed token is nearer
+    to a zero centroid than to any non-negative mean of |x|: all tokens share one interest, a zero vector.
+    Lloyd's k-means keeps about a thousand. Default width (300)."""
+    config = Config(model="MISSRec", dataset="ml-100k_mm", config_dict={"data_path": str(ml100k_root)})
+    dataset = create_dataset(config)
+    for seed in (0,):  # seeds 0-2 alike
+        torch.manual_seed(seed)
+        model = MISSRec(config, dataset)
+        assert model.n_interests == 1682 and model.kmeans_faithful  # the yaml default
+        model.discover_interests(0)
+        ids = torch.cat([model.plm_interest_lookup_table[1:], model.img_interest_lookup_table[1:]])
+        empty = int((model.interest_embeddings[1:].abs().sum(dim=1) == 0).sum())
+        assert ids.numel() == 3364 and ids.unique().numel() == 1 and empty > 500, (seed, ids.unique().numel())
+        assert torch.all(model.interest_embeddings[ids[0]] == 0)
+        model.kmeans_faithful = False
+        model.discover_interests(0)
+        ids = torch.cat([model.plm_interest_lookup_table[1:], model.img_interest_lookup_table[1:]])
+        assert ids.unique().numel() > 900 and model.interest_embeddings[1:].abs().sum(dim=1).min() > 0
+
+
+def test_pretrained_reference_checkpoint_with_a_0_dim_fusion_factor(tmp_path):
+    _, source, _, _, _ = build(tmp_path, train_stage="inductive_ft")
+    state = source.state_dict()
+    assert state["fusion_factor"].shape == (1,)
+    state["fusion_factor"] = torch.tensor(0.25)  # the reference's dynamic_shared factor: a 0-dim parameter
+    checkpoint = str(tmp_path / "reference.pth")
+    torch.save({"config": {"model": "MISSRec"}, "state_dict": state}, checkpoint)
+    _, model, _, _, _ = build(tmp_path, train_stage="inductive_ft", pretrained_path=checkpoint)
+    assert model.fusion_factor.shape == (1,) and float(model.fusion_factor) == 0.25
+    state["fusion_factor"] = torch.tensor([0.25, 0.5])  # any other shape stays an error naming the key
+    torch.save({"config": {"model": "MISSRec"}, "state_dict": state}, checkpoint)
+    with pytest.raises(RecBoleMMError, match=r"fusion_factor: \(2,\) vs \(1,\)"):
+        build(tmp_path, train_stage="inductive_ft", pretrained_path=checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -598,11 +739,6 @@ def pretrain_worker(rank, world, directory, make=pretrain_config):
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
     model = MISSRec(config, train_data.dataset)
-    if config["train_stage"] != "pretrain":
-        # fine-tuning scores PAD (zero features) too: with zero adaptor biases its cosine gets F.normalize's
-        # 1/eps gradient, which plain SGD turns into chaotic steps; a small equal bias keeps the runs comparable
-        for modality in model.modalities:
-            torch.nn.init.constant_(model.adaptor(modality).bias, 0.01)
     trainer = MISSRecTrainer(config, model)
     trainer.fit(train_data, valid_data, verbose=False, saved=True)
     torch.save(model.state_dict(), directory / f"state-{rank}-of-{world}.pt")
@@ -611,8 +747,6 @@ def pretrain_worker(rank, world, directory, make=pretrain_config):
 
 
 def test_pretraining_two_ranks_match_one_process(tmp_path):
-    # no missing image: its zero adaptor output (zero bias at init) gets F.normalize's 1/eps gradient,
-    # which Adam absorbs but plain SGD does not
     write_synthetic(tmp_path / "pt", name="pt", n_users=48, aug=True, missing_image=False)
     torch.multiprocessing.spawn(pretrain_worker, args=(2, tmp_path), nprocs=2)
     pretrain_worker(0, 1, tmp_path)

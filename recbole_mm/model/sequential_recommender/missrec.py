@@ -16,6 +16,13 @@ Departures from the reference code (each keeps the reported numbers' computation
   ``kmeans_faithful: True`` (default) reproduces the reference's TorchPQ minibatch k-means with its quirks
   (one pass, random init from the first minibatch, unshuffled batches, empty cluster -> 0, non-negative
   centroids); ``False`` runs proper Lloyd k-means (``kmeans_iters`` iterations, signed centroids).
+  The faithful k-means can collapse the interests: its single pass leaves every cluster that gets no token in
+  its first assignment at a zero centroid, and a signed token is mostly nearer to zero than to a mean of
+  absolute values. On ml-100k_mm (1,682 movies, 215 distinct genre texts; K = 1,682 of T = 3,364 tokens) at
+  the default width 300, about 650 clusters end empty and all 3,364 tokens share one interest, whose centroid
+  is zero, at the discovery before epoch 0 (torch seeds 0-2; 1 to 64 interests at width 32): every
+  sequence's encoder input is then zero vectors and the interest branch a constant. Lloyd's k-means keeps
+  about 1,050 interests there.
   ``interest_clustering: dpc_knn`` runs the reference's DPC-KNN instead (commented out in its code, perhaps what
   the paper describes), with ``max(ceil(knn_local_ratio * T), 1)`` neighbours as the reference sizes it; it costs
   ``O(T^2)`` arithmetic (blocked, so not ``O(T^2)`` memory), fine downstream, not at pre-training size.
@@ -44,12 +51,19 @@ Departures from the reference code (each keeps the reported numbers' computation
   largest number of distinct ids (under torch.distributed, the global batch's), and gives its value.
 * The single-modality pre-training branch works (the reference's has a ``pos_items_emb`` typo).
 * ``pretrained_path`` loads the Transformer, position embedding, LayerNorm, adaptors and fusion factor
-  by name and shape; a checkpoint of another model, or a shape mismatch, is an error.
+  by name and shape (the reference's 0-dim shared fusion factor becomes the ``[1]`` one here); a checkpoint
+  of another model, or a shape mismatch, is an error.
 * The k-means of epoch ``e`` is seeded with ``seed + e`` (the reference draws from numpy's global RNG).
   A model evaluated before any training epoch clusters once on first use.
-* Kept as in the reference: an item missing a modality (zero features) is represented by the adaptor
-  bias alone, so at initialisation (zero bias) its cosine gets ``F.normalize``'s huge gradient, which
-  Adam absorbs; ``attn_dropout_prob`` is read nowhere.
+* Kept as in the reference: the adaptors keep PyTorch's default ``nn.Linear`` init (the reference creates
+  them after applying its N(0, 0.02) / zero-bias init), so PAD and an item missing a modality (zero features),
+  represented by the adaptor bias alone, are non-zero vectors before ``F.normalize``; with a zero bias their
+  cosines' gradients reach about 1e8 at the first step (ml-100k_mm) and Adam freezes the biases.
+  The ID embedding's PAD row is zero, as in the reference. ``attn_dropout_prob`` is read nowhere.
+  Also kept: the interest encoder's LayerNorm (eps 1e-12) normalises a zero vector wherever dropout drops all
+  attention weights of a padded interest position, or all of a sequence's interests have zero centroids; its
+  bias gradients then reach about 1e11 (Lloyd) to 2e15 (collapsed faithful k-means) in a first step on
+  ml-100k_mm at the defaults; Adam absorbs them.
 * ``seq_mm_fusion: contextual`` (the reference's alternative to ``add``; the released runs use ``add``): each
   item gives one decoder token per modality (modality-major, ``M x L`` tokens, position and ID added to each), a
   token whose item lacks that modality is masked as a key, and the output is read at the first modality's last
@@ -162,6 +176,8 @@ class MISSRec(SequentialRecommender):
         self.longest_history = min(longest, self.max_seq_length)
 
         self.apply(self._init_weights)
+        for modality in self.modalities:  # the reference creates its adaptors after its init: PyTorch's default
+            self.adaptor(modality).reset_parameters()
         if config["pretrained_path"]:
             self.load_pretrained(config["pretrained_path"])
 
@@ -211,6 +227,8 @@ class MISSRec(SequentialRecommender):
         elif isinstance(module, nn.LayerNorm):
             module.bias.data.zero_()
             module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
@@ -239,6 +257,9 @@ class MISSRec(SequentialRecommender):
             )
         own = self.state_dict()
         state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRANSFERRED) and k in own}
+        factor = state.get("fusion_factor")
+        if factor is not None and factor.dim() == 0 and own["fusion_factor"].shape == (1,):
+            state["fusion_factor"] = factor.reshape(1)  # the reference's dynamic_shared factor is a 0-dim tensor
         wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
         if wrong:
             raise RecBoleMMError(f"MISSRec: pretrained_path {path} has parameters of other shapes: {wrong[:5]}")
