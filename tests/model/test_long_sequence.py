@@ -394,3 +394,13 @@ def test_pair_mode_needs_item_queries(data_root):
 def test_training_needs_one_sampled_negative(data_root):
     with pytest.raises(ConfigError, match="train_neg_sample_args"):
         build(data_root, "SIM", write=False, train_neg_sample_args={"distribution": "uniform", "sample_num": 2})
+
+
+def test_full_ranking_evaluation_through_the_trainer(data_root):
+    full = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}}
+    config, _, _, _, test, net = build(data_root, "QIN", write=False, item_chunk_size=16, **full)
+    trainer = get_trainer(config["MODEL_TYPE"], "QIN")(config, net)
+    assert 0 <= trainer.evaluate(test, load_best_model=False)["ndcg@10"] <= 1
+    with torch.no_grad():
+        net.head[2].weight.zero_()  # all tied: the positive ranks after every other candidate
+    assert trainer.evaluate(test, load_best_model=False)["hit@10"] == 0
