@@ -40,7 +40,8 @@ def ensure_long_dataset(data_path: str, max_len: int) -> str:
         assert [line.split("\t")[0] for line in f if line.strip()] == item_ids, "item indices differ from ml-100k_mm"
     write_inter_files(work, name, leave_one_out(sequences, max_len))
     for suffix in ("feat1CLS", "feat3CLS", "item"):
-        os.symlink(os.path.abspath(os.path.join(source, f"ml-100k_mm.{suffix}")), os.path.join(work, f"{name}.{suffix}"))
+        link = os.path.join(work, f"{name}.{suffix}")
+        os.symlink(os.path.abspath(os.path.join(source, f"ml-100k_mm.{suffix}")), link)
     publish_dir(work, target)
     return name
 

@@ -83,7 +83,9 @@ class SEMINAR(TWIN):
         self.qi_negatives = config["psu_qi_negatives"]
         self.align_chunk_size = config["align_chunk_size"]
         if self.train_stage not in TRAIN_STAGES:
-            raise ConfigError(f"SEMINAR: config key 'train_stage' must be one of {list(TRAIN_STAGES)}, found {self.train_stage!r}")
+            raise ConfigError(
+                f"SEMINAR: config key 'train_stage' must be one of {list(TRAIN_STAGES)}, found {self.train_stage!r}"
+            )
         for key in ("psu_qi_negatives", "align_chunk_size"):
             if not isinstance(config[key], int) or config[key] < 1:
                 raise ConfigError(f"SEMINAR: config key '{key}' must be a positive int, found {config[key]!r}")
@@ -290,7 +292,11 @@ class SEMINAR(TWIN):
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
-        shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+        shapes = [
+            f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            for k in own
+            if k in state and state[k].shape != own[k].shape
+        ]
         if missing or extra or shapes:
             raise RecBoleMMError(
                 f"SEMINAR: {path} does not fit this model (same dataset, hidden_size, num_heads and modalities "
