@@ -363,3 +363,13 @@ def test_ml100k_mm_general_view_and_one_step(ml100k_root):
     critic_loss, penalty = model.critic_loss(batch)
     parts = model.calculate_loss(batch)
     assert torch.isfinite(critic_loss) and torch.isfinite(penalty) and all(torch.isfinite(p) for p in parts)
+
+
+def test_compat_epoch_runs_on_reference_batches(tmp_path):
+    config, _, train, valid, _, model = build(tmp_path, reference_compat=True, train_batch_size=8, epochs=1)
+    trainer = MMSSLTrainer(config, model)
+    losses = trainer._train_epoch(train, 0)
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    # 50 training interactions // 8 + 1 = 7 batches; rebuilt at batches 1..6 (period 1), so the graphs are generated
+    assert all(model.generated[m] is not None for m in model.modalities)
+    assert trainer.evaluate(valid, load_best_model=False)["recall@5"] > 0

@@ -138,9 +138,11 @@ def gumbel_real_rows(
     Returns:
         ``[B, I]`` L2-normalised rows.
     """
-    gumbel = -torch.log(-torch.log(noise + 1e-8) + 1e-8)
-    soft = torch.softmax((observed + scale * gumbel) / tau, dim=1)
-    return F.normalize(soft + cf_weight * cf_rows, p=2, dim=1)
+    logits = noise.add(1e-8).log_().neg_().add_(1e-8).log_().neg_()  # Gumbel noise, in place: [B, I] rows are large
+    logits.mul_(scale).add_(observed).div_(tau)
+    soft = torch.softmax(logits, dim=1)
+    del logits
+    return F.normalize(soft.add_(cf_rows, alpha=cf_weight), p=2, dim=1)
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
