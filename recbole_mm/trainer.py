@@ -1,6 +1,7 @@
 """Trainers of recbole_mm models: ``<Model>Trainer`` classes, found by :func:`recbole_mm.utils.get_trainer`.
 
-Models without a trainer of their own use RecBole's (``recbole.trainer.Trainer`` for most), with
+Models without a trainer of their own use :class:`PretrainTrainer` where they have an ``on_epoch_start`` hook (every
+model of the multi-modal sequential family), else RecBole's (``recbole.trainer.Trainer`` for most), with
 :class:`AtomicCheckpointMixin` in front so that every checkpoint a recbole_mm run writes is atomic, and
 :class:`DeviceLossMixin` where RecBole's epoch loop is used unchanged (:func:`for_recbole_mm`).
 """
@@ -14,6 +15,8 @@ from recbole.trainer import Trainer
 from recbole.utils import get_gpu_usage, set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
+
+from recbole_mm.errors import ConfigError
 
 
 class AtomicCheckpointMixin:
@@ -102,23 +105,28 @@ def for_recbole_mm(trainer_class):
     return type(trainer_class.__name__, mixins + (trainer_class,), {"__module__": __name__})
 
 
-class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
-    r"""RecBole's trainer plus MISSRec's interest discovery and pre-training, without a host sync per step
-    (:class:`DeviceLossMixin`).
+class PretrainTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
+    r"""RecBole's trainer plus a pre-training stage, a per-epoch model hook and multi-process rank sharding, without
+    a host sync per step (:class:`DeviceLossMixin`). :func:`recbole_mm.utils.get_trainer` gives it to every model
+    of the multi-modal sequential family (and to any model with an ``on_epoch_start`` method) that has no
+    ``<Model>Trainer`` of its own.
 
-    * Before every training epoch (epoch 0 included) the model re-clusters its interests with the current
-      adaptors; the interest tables are buffers, so checkpoints (and the best-model reload) carry them.
+    * Before every training epoch (epoch 0 included) it calls ``model.on_epoch_start(epoch)`` where the model has
+      one (MISSRec re-clusters its interests there; state the hook keeps in buffers is saved with checkpoints).
     * ``train_stage: pretrain``: :meth:`fit` trains ``pretrain_epochs`` epochs without validation and saves
-      ``MISSRec-<dataset>-<epoch>[-<ckpt_suffix>].pth`` every ``save_step`` epochs.
+      ``<Model>-<dataset>-<epoch>[-<ckpt_suffix>].pth`` every ``save_step`` epochs (epochs counted from 1). The
+      three keys are read from the model's YAML (``properties/model/<Model>.yaml``), as RecBole reads its model
+      keys per model, so each model of the family declares its own defaults there.
     * Multi-process training started outside RecBole (torch.distributed initialised before, e.g. by torchrun,
       ``single_spec`` true): every rank draws the same global batch (the dataloaders share the seed) and
       trains on its contiguous shard, gradients are averaged over the ranks after every backward, so all
-      ranks take the same step; interests are clustered on rank 0 and broadcast; only rank 0 writes
-      checkpoints. (Under RecBole's own ``nproc`` launcher, NCCL only, RecBole's DDP machinery applies.)
+      ranks take the same step; only rank 0 writes checkpoints. The model scales its loss terms with
+      :class:`~recbole_mm.model.distributed.RankShare`. (Under RecBole's own ``nproc`` launcher, NCCL only,
+      RecBole's DDP machinery applies.)
     """
 
     def __init__(self, config, model):
-        super(MISSRecTrainer, self).__init__(config, model)
+        super().__init__(config, model)
         self.world_size = 1
         if config["single_spec"] and int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
             self._join_launcher_group()
@@ -144,14 +152,16 @@ class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
         return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self.model.discover_interests(epoch_idx)
+        if hasattr(self.model, "on_epoch_start"):
+            self.model.on_epoch_start(epoch_idx)
         loss_func = loss_func or self.model.calculate_loss
         if self.world_size > 1:  # every rank draws the same global batch (same seed) and trains on its shard
             rank, full_loss = dist.get_rank(), loss_func
 
             def loss_func(interaction):
+                device = next(iter(interaction.interaction.values())).device
                 shard = torch.tensor_split(torch.arange(len(interaction)), self.world_size)[rank]
-                return full_loss(interaction[shard.to(interaction[self.model.ITEM_SEQ].device)])
+                return full_loss(interaction[shard.to(device)])
 
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
@@ -159,8 +169,18 @@ class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
         if self._is_writer():
             super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
 
+    def _pretrain_setting(self, key, minimum):
+        value = self.config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(
+                f"{self.config['model']}: config key '{key}' must be an int >= {minimum} for train_stage 'pretrain' "
+                f"(declare it in properties/model/{self.config['model']}.yaml), found {value!r}"
+            )
+        return value
+
     def pretrained_model_file(self, epoch_idx):
-        """Checkpoint path of pre-training epoch ``epoch_idx`` (0-based), named as the reference names it."""
+        """Checkpoint path of pre-training epoch ``epoch_idx`` (0-based): ``<Model>-<dataset>-<epoch_idx + 1>``
+        and ``-<ckpt_suffix>`` where set, ``.pth``."""
         suffix = f"-{self.config['ckpt_suffix']}" if self.config["ckpt_suffix"] else ""
         name = f"{self.config['model']}-{self.config['dataset']}-{epoch_idx + 1}{suffix}.pth"
         return os.path.join(self.checkpoint_dir, name)
@@ -168,13 +188,14 @@ class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.config["train_stage"] != "pretrain":
             return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        for epoch_idx in range(self.start_epoch, self.config["pretrain_epochs"]):
+        epochs, save_step = self._pretrain_setting("pretrain_epochs", 0), self._pretrain_setting("save_step", 1)
+        for epoch_idx in range(self.start_epoch, epochs):
             start = time()
             train_loss = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
             self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, start, time(), train_loss))
-            if saved and (epoch_idx + 1) % self.config["save_step"] == 0:
+            if saved and (epoch_idx + 1) % save_step == 0:
                 self.saved_model_file = self.pretrained_model_file(epoch_idx)
                 self._save_checkpoint(epoch_idx, verbose=verbose)
         return self.best_valid_score, {}
@@ -184,6 +205,11 @@ class MISSRecTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
             self.logger.info(set_color("no evaluation data", "yellow"))
             return {}
         return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+
+class MISSRecTrainer(PretrainTrainer):
+    """MISSRec's trainer: :class:`PretrainTrainer` (its ``on_epoch_start`` re-clusters the interests). Kept under
+    this name for code that imports it."""
 
 
 class MMSSLTrainer(AtomicCheckpointMixin, Trainer):

@@ -83,13 +83,21 @@ def _find_model(model_name: str):
 
 
 def get_trainer(model_type, model_name: str):
-    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists, else RecBole's choice as recbole_mm runs
-    it (:func:`recbole_mm.trainer.for_recbole_mm`: atomic checkpoint writes, and no host sync per step where
+    r"""Return ``recbole_mm.trainer.<model_name>Trainer`` if it exists; else ``recbole_mm.trainer.PretrainTrainer``
+    for a model with an ``on_epoch_start`` hook (every subclass of the multi-modal sequential family base: its
+    pre-training stage, the hook before each epoch, rank sharding); else RecBole's choice as recbole_mm runs it
+    (:func:`recbole_mm.trainer.for_recbole_mm`: atomic checkpoint writes, and no host sync per step where
     RecBole's own epoch loop is used)."""
     trainer_module = importlib.import_module("recbole_mm.trainer")
     own = getattr(trainer_module, model_name + "Trainer", None)
     if own is not None:
         return own
+    try:
+        model_class = get_model(model_name)
+    except ModelNotFoundError:
+        model_class = None
+    if callable(getattr(model_class, "on_epoch_start", None)):
+        return trainer_module.PretrainTrainer
     return trainer_module.for_recbole_mm(recbole_get_trainer(model_type, model_name))
 
 

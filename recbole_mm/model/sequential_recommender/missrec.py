@@ -72,31 +72,25 @@ Departures from the reference code (each keeps the reported numbers' computation
 """
 
 import math
-import os
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_mm.clustering import dpc_knn, kmeans, kmeans_reference
-from recbole_mm.errors import RecBoleMMError
-from recbole_mm.model.layers import ItemFeatureBank
+from recbole_mm.model.abstract_recommender import MultiModalSequentialRecommender
+from recbole_mm.model.distributed import distributed
 
 MODAL_TYPES = {"img_text": ("text", "image"), "text": ("text",), "img": ("image",)}
-TRAIN_STAGES = ("pretrain", "transductive_ft", "inductive_ft")
 ITEM_FUSIONS = ("static", "dynamic_shared", "dynamic_instance")
 SEQ_FUSIONS = ("add", "contextual")
 INTEREST_CLUSTERINGS = ("kmeans", "dpc_knn")
 # Reference parameter/buffer names per modality (kept so state_dict keys match the reference's).
 PREFIX = {"text": ("text", "plm"), "image": ("img", "img")}
-# What a PT1 fine-tuning run takes from a pre-trained checkpoint, and freezes among it.
-TRANSFERRED = ("position_embedding.", "trm_model.", "LayerNorm.", "text_adaptor.", "img_adaptor.", "fusion_factor")
-FROZEN = ("position_embedding", "trm_model")
 
 
-class MISSRec(SequentialRecommender):
+class MISSRec(MultiModalSequentialRecommender):
     r"""Multi-modal interest-aware sequence representation.
 
     Items are the sum of linearly adapted text and image features (+ position, + ID when transductive);
@@ -105,8 +99,13 @@ class MISSRec(SequentialRecommender):
     every epoch). Candidates are scored by a dynamic fusion of per-modality cosine logits.
     """
 
+    TRAIN_STAGES = ("pretrain", "transductive_ft", "inductive_ft")
+    # what a PT1 fine-tuning run takes from a pre-trained checkpoint, and freezes among it (spec section 2.8)
+    TRANSFERRED = ("position_embedding.", "trm_model.", "LayerNorm.", "text_adaptor.", "img_adaptor.", "fusion_factor")
+    FROZEN = ("position_embedding", "trm_model")
+
     def __init__(self, config, dataset):
-        super(MISSRec, self).__init__(config, dataset)
+        super(MISSRec, self).__init__(config, dataset)  # train_stage, pretrained_path, item_chunk_size
         self.n_layers = config["n_layers"]  # encoder + decoder layers
         self.n_heads = config["n_heads"]
         self.hidden_size = config["hidden_size"]
@@ -114,8 +113,6 @@ class MISSRec(SequentialRecommender):
         self.hidden_dropout_prob = config["hidden_dropout_prob"]
         self.hidden_act = config["hidden_act"]
         self.layer_norm_eps = config["layer_norm_eps"]
-        self.initializer_range = config["initializer_range"]
-        self.train_stage = config["train_stage"]
         self.temperature = config["temperature"]
         self.gamma = config["gamma"]  # interest regulariser weight
         self.lam = config["lambda"]  # pre-training L_ss weight
@@ -127,7 +124,6 @@ class MISSRec(SequentialRecommender):
         self.kmeans_iters = config["kmeans_iters"]
         self.interest_clustering = config["interest_clustering"]
         self.knn_local_ratio = config["knn_local_ratio"]
-        self.item_chunk_size = config["item_chunk_size"]
         self.item_mm_fusion = config["item_mm_fusion"]
         self.seq_mm_fusion = config["seq_mm_fusion"]
         self.seed = config["seed"]
@@ -135,12 +131,13 @@ class MISSRec(SequentialRecommender):
         self._check_config(config)
         self.modalities = MODAL_TYPES[self.modal_type]
         self.use_id = self.train_stage == "transductive_ft" and config["id_type"] != "none"
-        self.features = ItemFeatureBank(dataset, self._needed_modalities(dataset))
+        why = f"modal_type '{self.modal_type}' and train_stage '{self.train_stage}'"
+        self.features = self.feature_bank(dataset, self._needed_modalities(), why)
 
         # sequence side
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         for modality in self.modalities:
-            adaptor = nn.Linear(self.features.dim(modality), self.hidden_size)
+            adaptor = self.new_adaptor(self.features.dim(modality), self.hidden_size)  # PyTorch init, as reference
             setattr(self, f"{PREFIX[modality][0]}_adaptor", adaptor)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0) if self.use_id else None
         self.trm_model = nn.Transformer(
@@ -175,23 +172,19 @@ class MISSRec(SequentialRecommender):
         longest = self.max_seq_length if lengths is None or len(lengths) == 0 else int(lengths.max())
         self.longest_history = min(longest, self.max_seq_length)
 
-        self.apply(self._init_weights)
-        for modality in self.modalities:  # the reference creates its adaptors after its init: PyTorch's default
-            self.adaptor(modality).reset_parameters()
-        if config["pretrained_path"]:
-            self.load_pretrained(config["pretrained_path"])
+        self.init_weights()
+        if self.pretrained_path:
+            self.load_pretrained(self.pretrained_path)
 
     # ------------------------------------------------------------------ set-up
     def _check_config(self, config):
         def bad(key, expected):
-            raise RecBoleMMError(f"MISSRec: config key '{key}' must be {expected}, found {config[key]!r}")
+            self.bad_config(key, expected, config[key])
 
         if not isinstance(self.n_layers, int) or self.n_layers < 2 or self.n_layers % 2:
             bad("n_layers", "an even int >= 2 (n_layers/2 encoder and n_layers/2 decoder layers)")
         if config["modal_type"] not in MODAL_TYPES:
             bad("modal_type", f"one of {sorted(MODAL_TYPES)}")
-        if self.train_stage not in TRAIN_STAGES:
-            bad("train_stage", f"one of {list(TRAIN_STAGES)}")
         if config["id_type"] not in ("id", "none"):
             bad("id_type", "'id' or 'none'")
         if self.seq_mm_fusion not in SEQ_FUSIONS:
@@ -207,30 +200,10 @@ class MISSRec(SequentialRecommender):
         if config["loss_type"] != "CE":
             bad("loss_type", "'CE'")
 
-    def _needed_modalities(self, dataset):
-        needed = list(self.modalities) + (["text_aug"] if self.train_stage == "pretrain" else [])
-        if self.train_stage == "pretrain" and "text" not in self.modalities:
-            needed.remove("text_aug")
-        loaded = sorted(getattr(dataset, "mm_features", {}))
-        absent = [m for m in needed if m not in loaded]
-        if absent:
-            raise RecBoleMMError(
-                f"MISSRec: modal_type '{self.modal_type}' with train_stage '{self.train_stage}' needs "
-                f"modalities {needed}, dataset '{dataset.dataset_name}' loaded {loaded} (missing {absent}); "
-                f"check plm_suffix / img_suffix / plm_suffix_aug and 'modalities' in the config"
-            )
-        return needed
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            module.weight.data[module.padding_idx].zero_()
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+    def _needed_modalities(self):
+        if self.train_stage == "pretrain" and "text" in self.modalities:
+            return list(self.modalities) + ["text_aug"]  # the word-dropped text of the augmented view
+        return list(self.modalities)
 
     @staticmethod
     def _lookup_name(modality):
@@ -239,35 +212,12 @@ class MISSRec(SequentialRecommender):
     def adaptor(self, modality):
         return getattr(self, f"{PREFIX[modality][0]}_adaptor")
 
-    def load_pretrained(self, path):
-        r"""Load a pre-trained MISSRec checkpoint, then freeze the position embedding and the Transformer.
-
-        Raises:
-            RecBoleMMError: no such file, not a MISSRec checkpoint, or a parameter shape mismatch.
-        """
-        if not os.path.isfile(path):
-            raise RecBoleMMError(f"MISSRec: config key 'pretrained_path' points to {path}, which does not exist")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # trusted local checkpoint
-        saved_config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
-        model = saved_config["model"] if saved_config is not None and "model" in saved_config else None
-        if model != "MISSRec" or "state_dict" not in checkpoint:
-            raise RecBoleMMError(
-                f"MISSRec: pretrained_path {path} is not a MISSRec checkpoint "
-                f"(expected a dict with config['model'] == 'MISSRec' and a state_dict, found model {model!r})"
-            )
-        own = self.state_dict()
-        state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRANSFERRED) and k in own}
+    def adapt_pretrained_state(self, state):
+        """The reference's ``dynamic_shared`` fusion factor is a 0-dim tensor: it becomes this model's ``[1]``."""
         factor = state.get("fusion_factor")
-        if factor is not None and factor.dim() == 0 and own["fusion_factor"].shape == (1,):
-            state["fusion_factor"] = factor.reshape(1)  # the reference's dynamic_shared factor is a 0-dim tensor
-        wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
-        if wrong:
-            raise RecBoleMMError(f"MISSRec: pretrained_path {path} has parameters of other shapes: {wrong[:5]}")
-        self.load_state_dict(state, strict=False)
-        for name in FROZEN:
-            for param in getattr(self, name).parameters():
-                param.requires_grad = False
-        self.logger.info(f"MISSRec: loaded {len(state)} tensors from {path}; froze {', '.join(FROZEN)}")
+        if factor is not None and factor.dim() == 0 and self.fusion_factor.shape == (1,):
+            state = {**state, "fusion_factor": factor.reshape(1)}
+        return state
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -288,6 +238,10 @@ class MISSRec(SequentialRecommender):
         self.interest_width = min(most, 1 << (in_use - 1).bit_length())
 
     # ------------------------------------------------------------------ interests
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before every training epoch: :meth:`discover_interests` with the current adaptors."""
+        self.discover_interests(epoch)
+
     @torch.no_grad()
     def item_tokens(self, modality, item_ids=None):
         r"""Adapted features ``[n, hidden]`` of ``item_ids`` (all items without PAD when None)."""
@@ -303,8 +257,8 @@ class MISSRec(SequentialRecommender):
         ``1 + cluster id`` (row 0, PAD, stays interest 0). Under torch.distributed, rank 0 clusters and
         broadcasts the tables.
         """
-        distributed = dist.is_available() and dist.is_initialized()
-        if not distributed or dist.get_rank() == 0:
+        shared = distributed()
+        if not shared or dist.get_rank() == 0:
             was_training = self.training
             self.eval()
             tokens = torch.cat([self.item_tokens(m) for m in self.modalities], dim=0)  # [T, hidden]
@@ -320,7 +274,7 @@ class MISSRec(SequentialRecommender):
             labels = result.labels.to(self.interest_embeddings.device).view(len(self.modalities), -1) + 1
             for modality, ids in zip(self.modalities, labels):
                 getattr(self, self._lookup_name(modality))[1:] = ids
-        if distributed:
+        if shared:
             for name in ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]:
                 dist.broadcast(getattr(self, name), src=0)
         self.interest_epoch.fill_(epoch)
@@ -452,7 +406,7 @@ class MISSRec(SequentialRecommender):
         if len(self.modalities) == 1:
             item = self.adaptor(self.modalities[0])(self.features(self.modalities[0], item_ids))
             if self.use_id:
-                item = item + self._id_rows(item_ids)
+                item = item + self.embedding_rows(self.item_embedding, item_ids)
             return cosine(item)
         logits = torch.stack([cosine(self.adaptor(m)(self.features(m, item_ids))) for m in self.modalities], dim=-1)
         if self.item_mm_fusion == "static":
@@ -462,24 +416,14 @@ class MISSRec(SequentialRecommender):
             weights = torch.softmax(alpha.unsqueeze(-1) * logits, dim=-1)
             fused = (weights * logits).sum(dim=-1)
         if self.use_id:
-            fused = (cosine(self._id_rows(item_ids)) + 2 * fused) / 3
+            fused = (cosine(self.embedding_rows(self.item_embedding, item_ids)) + 2 * fused) / 3
         return fused
-
-    def _id_rows(self, item_ids):
-        """ID embeddings of a tensor of item ids or of a ``slice`` of them (the weight's rows, no lookup; PAD's row
-        gets no gradient, as through the lookup's ``padding_idx``)."""
-        if not isinstance(item_ids, slice):
-            return self.item_embedding(item_ids)
-        rows = self.item_embedding.weight[item_ids]
-        return torch.cat([rows[:1].detach(), rows[1:]]) if item_ids.start == 0 else rows
 
     def item_logits(self, seq_output, item_ids=None):
         r"""``[B, C]`` logits / temperature; all items (PAD included) in chunks when ``item_ids`` is None."""
         if item_ids is not None:
             return self._fused_logits(seq_output, item_ids) / self.temperature
-        starts = range(0, self.n_items, self.item_chunk_size)
-        chunks = [self._fused_logits(seq_output, slice(i, min(i + self.item_chunk_size, self.n_items))) for i in starts]
-        return torch.cat(chunks, dim=1) / self.temperature
+        return self.score_all_items(seq_output, lambda items: self._fused_logits(seq_output, items)) / self.temperature
 
     # ------------------------------------------------------------------ losses and prediction
     def calculate_loss(self, interaction):
@@ -493,7 +437,7 @@ class MISSRec(SequentialRecommender):
         seq_output, memory, memory_pad = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         loss = F.cross_entropy(self.item_logits(seq_output), interaction[self.POS_ITEM_ID])
         width = self.reference_width(memory_pad)
-        share = _RankShare(seq_output.size(0), seq_output.device)
+        share = self.rank_share(seq_output.size(0), seq_output.device)
         share.all_reduce_max(width)
         return share.scale * loss + self.gamma * share.world * self.interest_regularizer(memory, memory_pad, width)
 
@@ -539,56 +483,16 @@ class MISSRec(SequentialRecommender):
         aug_seq, aug_len, aug_mask = self.augment(item_seq, item_seq_len)
         seq_output, memory, memory_pad = self.forward(item_seq, item_seq_len)
         aug_output, aug_memory, aug_pad = self.forward(aug_seq, aug_len, aug_mask)
-        share = _RankShare(seq_output.size(0), seq_output.device)
+        share = self.rank_share(seq_output.size(0), seq_output.device)
         widths = torch.stack([self.reference_width(memory_pad), self.reference_width(aug_pad)])
         share.all_reduce_max(widths)
         reg = self.interest_regularizer(memory, memory_pad, widths[0])
         reg = reg + self.interest_regularizer(aug_memory, aug_pad, widths[1])
 
         labels = torch.arange(seq_output.size(0), device=seq_output.device) + share.offset
-        if share.sizes is not None:
-            pos_items = _gather_rows(pos_items, share.sizes, differentiable=False)
-            aug_output = _gather_rows(aug_output, share.sizes, differentiable=True)
+        pos_items = share.gather(pos_items, differentiable=False)
+        aug_output = share.gather(aug_output, differentiable=True)
         loss_si = F.cross_entropy(self._fused_logits(seq_output, pos_items) / self.temperature, labels)
         loss_ss = F.cross_entropy(seq_output @ aug_output.t() / self.temperature, labels)
         return share.scale * (loss_si + self.lam * loss_ss) + self.gamma * share.world * reg
 
-
-class _RankShare:
-    r"""This rank's part of the global batch, for losses whose gradients are averaged over the ranks.
-
-    Without torch.distributed: ``sizes`` None, ``offset`` 0, ``scale`` 1, ``world`` 1. Under it: every rank's
-    batch size, this rank's first row in the global batch, ``scale = n_local * world / N`` (a mean over this
-    shard times ``scale``, averaged over the ranks, is the global mean) and the world size (a sum over this
-    shard times ``world``, averaged, is the global sum).
-    """
-
-    def __init__(self, n_local: int, device):
-        self.sizes, self.offset, self.scale, self.world = None, 0, 1.0, 1
-        if dist.is_available() and dist.is_initialized():
-            self.world = dist.get_world_size()
-            sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.world)]
-            dist.all_gather(sizes, torch.tensor([n_local], device=device))
-            self.sizes = [int(size) for size in sizes]
-            self.offset = sum(self.sizes[: dist.get_rank()])
-            self.scale = n_local * self.world / sum(self.sizes)
-
-    def all_reduce_max(self, tensor: torch.Tensor) -> None:
-        """In place: the maximum over the ranks (nothing without torch.distributed)."""
-        if self.sizes is not None:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-
-
-def _gather_rows(tensor, sizes, differentiable):
-    """Concatenate every rank's ``tensor`` (rows ``sizes[r]``) in rank order; gradients flow back to each
-    rank's own rows when ``differentiable``."""
-    padding = [0, 0] * (tensor.dim() - 1) + [0, max(sizes) - tensor.size(0)]
-    padded = F.pad(tensor, padding)
-    if differentiable:
-        from torch.distributed.nn.functional import all_gather
-
-        parts = all_gather(padded)
-    else:
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
