@@ -389,6 +389,11 @@ class MMSSL(GraphRecommender):
             for m in self.modalities
         }
 
+    def batch_user_set(self, users: torch.Tensor) -> torch.Tensor:
+        """The users of the critic, the adversarial term and the InfoNCE: the batch's distinct users (compat: the
+        reference's batch, distinct users in the order drawn, which its graph pairing depends on)."""
+        return users if self.compat else torch.unique(users)
+
     def observed_rows(self, users: torch.Tensor) -> torch.Tensor:
         """``[B, I]`` binary training rows of ``users`` (the batch's rows only)."""
         rows, items = self.observed_pairs(users)
@@ -404,7 +409,7 @@ class MMSSL(GraphRecommender):
             MMSSLBatchError: in compat mode, a batch whose rows differ from the ``2 x train_batch_size`` the
                 reference sizes ``alpha`` for.
         """
-        users = torch.unique(interaction[self.USER_ID])
+        users = self.batch_user_set(interaction[self.USER_ID])
         if len(users) < 2:
             return None
         with torch.no_grad():
@@ -436,7 +441,7 @@ class MMSSL(GraphRecommender):
         emb_reg = self.emb_reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(user)
         feat = sum(out["feat_item"][m].pow(2).sum() + out["feat_user"][m].pow(2).sum() for m in self.modalities)
         feat_reg = self.feat_reg_decay * 0.5 * feat / self.n_items
-        users = torch.unique(user)
+        users = self.batch_user_set(user)
         cl = self.cl_rate * sum(
             cross_view_infonce(out["id_user"][m][users], out["user"][users], self.tau) for m in self.modalities
         )
