@@ -12,6 +12,10 @@ beside ``ml-100k_mm`` under ``--data-path`` on first use.
 
     python bench/longseq.py --data-path /tmp/bench_data
     python bench/longseq.py --models TWIN --train-steps 10 --single-batches 1   # quick look
+
+``--pq-loss CHECKPOINT ...`` instead evaluates trained SEMINAR checkpoints (e.g. the ``longseq`` results table's)
+on their test split twice, with the exact search and with the product-quantised one (``gsu: pq``, index built from
+the checkpoint's weights), and reports the metric loss and the overlap of the retrieved sets.
 """
 
 import argparse
@@ -140,6 +144,54 @@ def measure(args, name, model):
     }
 
 
+def pq_loss(paths):
+    """Test metrics of SEMINAR checkpoints with the exact and the product-quantised search, and the share of each
+    exact per-head top-K set the quantised search retrieves."""
+    from recbole.utils import init_seed
+
+    from recbole_mm.quick_start import load_data_and_model
+    from recbole_mm.utils import get_trainer
+
+    rows = []
+    for path in paths:
+        config, model, _, _, _, test = load_data_and_model(path)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        model.gsu_mode = "exact"
+        init_seed(config["seed"], True)  # the same 99 negatives per user in both evaluations
+        exact_s, exact = timed(lambda: trainer.evaluate(test, load_best_model=False))
+        model.gsu_mode, model.pq_index = "pq", None
+        build_s, _ = timed(model.build_pq_index)
+        init_seed(config["seed"], True)
+        pq_s, pq = timed(lambda: trainer.evaluate(test, load_best_model=False))
+        batch = next(iter(test))[0]
+        with torch.no_grad():
+            first, group, position = model.candidate_groups(batch)
+            items = torch.zeros(len(first), int(position.max()) + 1, dtype=torch.long)
+            items[group, position] = batch["item_id"]
+            history = model.encode_history(batch["item_id_list"][first], batch["query_list"][first])
+            tokens = model.candidate_queries(batch["query"][first], items)
+            target = model.target_embed(history, items, tokens)
+            exact_sets = model.top_k(model.attention_logits(history.pairs, target), history.valid)
+            pq_sets = model.top_k(model.pq_scores(history, target), history.valid)
+            real = history.valid[:, None, None, :]
+            overlap = float(((exact_sets & pq_sets & real).sum()) / (exact_sets & real).sum())
+        rows.append({"checkpoint": path, "exact": exact, "pq": pq, "overlap": overlap, "exact_s": exact_s,
+                     "pq_s": pq_s, "build_s": build_s, "seed": config["seed"]})
+    metrics = ["hit@1", "hit@10", "ndcg@10", "hit@50", "ndcg@50", "mrr@50"]
+    print("| seed | search | " + " | ".join(m.upper() for m in metrics) + " | top-K overlap | eval s |")
+    print("|---|---|" + "---|" * (len(metrics) + 2))
+    for r in rows:
+        for name in ("exact", "pq"):
+            values = " | ".join(f"{float(r[name][m]):.4f}" for m in metrics)
+            overlap = "1" if name == "exact" else f"{r['overlap']:.3f}"
+            seconds = r["exact_s"] if name == "exact" else r["pq_s"]
+            print(f"| {r['seed']} | {name} | {values} | {overlap} | {seconds:.1f} |")
+    for m in metrics:
+        loss = [float(r["exact"][m]) - float(r["pq"][m]) for r in rows]
+        print(f"{m}: exact - pq = {sum(loss) / len(loss):+.4f} (mean of {len(loss)})")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", default="/tmp/recbole_mm_bench_data")
@@ -149,8 +201,15 @@ def main():
     parser.add_argument("--single-batches", type=int, default=1, help="evaluation batches (256 users) timed both ways")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--pq-loss", nargs="+", default=None, metavar="CHECKPOINT", help="SEMINAR checkpoints")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.pq_loss:
+        rows = pq_loss(args.pq_loss)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2, default=float)
+        return
     name = ensure_long_dataset(args.data_path, args.max_len)
     rows = [measure(args, name, model) for model in args.models]
     print(f"\nml-100k_mm, L = {args.max_len}, D = 64, H = 4, K = 50 (QIN K1 = 80), {args.threads} threads")
