@@ -7,7 +7,7 @@ in-batch negatives are gathered from every rank with :func:`gather_rows`. Withou
 ``init_process_group``) everything here is the identity.
 """
 
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,6 +17,19 @@ import torch.nn.functional as F
 def distributed() -> bool:
     """Whether torch.distributed is available and initialised in this process."""
     return dist.is_available() and dist.is_initialized()
+
+
+def is_rank0() -> bool:
+    """Whether this process computes what every rank shares (rank 0, or the only process)."""
+    return not distributed() or dist.get_rank() == 0
+
+
+def broadcast_from_rank0(tensors: Iterable[torch.Tensor]) -> None:
+    """In place: every tensor takes rank 0's values (nothing without torch.distributed). For state computed once,
+    on rank 0, that all ranks must hold (e.g. a clustering's tables)."""
+    if distributed():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
 
 
 class RankShare:

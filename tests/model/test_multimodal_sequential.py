@@ -20,7 +20,7 @@ from recbole_mm.data.dataset import MultiModalSequentialDataset
 from recbole_mm.data.utils import data_preparation
 from recbole_mm.errors import ConfigError, RecBoleMMError
 from recbole_mm.model.abstract_recommender import MultiModalSequentialRecommender
-from recbole_mm.model.distributed import RankShare
+from recbole_mm.model.distributed import RankShare, broadcast_from_rank0, is_rank0
 from recbole_mm.trainer import PretrainTrainer
 from recbole_mm.utils import get_trainer
 
@@ -262,4 +262,6 @@ def test_rank_share_without_torch_distributed_is_the_identity():
     tensor = torch.arange(3.0)
     share.all_reduce_max(tensor)
     assert torch.equal(tensor, torch.arange(3.0)) and share.gather(tensor, differentiable=True) is tensor
+    broadcast_from_rank0([tensor])
+    assert is_rank0() and torch.equal(tensor, torch.arange(3.0))
     assert issubclass(PretrainTrainer, Trainer)

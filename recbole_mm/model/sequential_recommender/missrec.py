@@ -74,13 +74,12 @@ Departures from the reference code (each keeps the reported numbers' computation
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from recbole_mm.clustering import dpc_knn, kmeans, kmeans_reference
 from recbole_mm.model.abstract_recommender import MultiModalSequentialRecommender
-from recbole_mm.model.distributed import distributed
+from recbole_mm.model.distributed import broadcast_from_rank0, is_rank0
 
 MODAL_TYPES = {"img_text": ("text", "image"), "text": ("text",), "img": ("image",)}
 ITEM_FUSIONS = ("static", "dynamic_shared", "dynamic_instance")
@@ -257,8 +256,7 @@ class MISSRec(MultiModalSequentialRecommender):
         ``1 + cluster id`` (row 0, PAD, stays interest 0). Under torch.distributed, rank 0 clusters and
         broadcasts the tables.
         """
-        shared = distributed()
-        if not shared or dist.get_rank() == 0:
+        if is_rank0():
             was_training = self.training
             self.eval()
             tokens = torch.cat([self.item_tokens(m) for m in self.modalities], dim=0)  # [T, hidden]
@@ -274,9 +272,8 @@ class MISSRec(MultiModalSequentialRecommender):
             labels = result.labels.to(self.interest_embeddings.device).view(len(self.modalities), -1) + 1
             for modality, ids in zip(self.modalities, labels):
                 getattr(self, self._lookup_name(modality))[1:] = ids
-        if shared:
-            for name in ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]:
-                dist.broadcast(getattr(self, name), src=0)
+        names = ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]
+        broadcast_from_rank0(getattr(self, name) for name in names)
         self.interest_epoch.fill_(epoch)
         self._interests_changed()
 
@@ -366,8 +363,7 @@ class MISSRec(MultiModalSequentialRecommender):
         Returns:
             ``(tokens, key_pad)``: ``[B, L or M*L, hidden]`` and bool ``[B, L or M*L]``.
         """
-        # rows 0..L-1 as a slice: an embedding lookup's backward on CUDA reads a count back to the host
-        position = self.position_embedding.weight[: item_seq.size(1)].unsqueeze(0)  # [1, L, hidden]
+        position = self.embedding_rows(self.position_embedding, slice(0, item_seq.size(1))).unsqueeze(0)  # [1, L, h]
         pad = item_seq == 0
         adapted = []
         for modality in self.modalities:
