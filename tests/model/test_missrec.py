@@ -215,6 +215,7 @@ def test_fixed_interest_width_gives_the_reference_outputs(tmp_path):
     assert torch.allclose(model.interest_regularizer(ref_memory, ref_pad).double(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_loss_compiles_as_one_graph_with_the_eager_values(tmp_path):
     _, model, train_data, _, _ = build(tmp_path, hidden_dropout_prob=0.0)
     model.discover_interests(0)
@@ -746,6 +747,7 @@ def pretrain_worker(rank, world, directory, make=pretrain_config):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_pretraining_two_ranks_match_one_process(tmp_path):
     write_synthetic(tmp_path / "pt", name="pt", n_users=48, aug=True, missing_image=False)
     torch.multiprocessing.spawn(pretrain_worker, args=(2, tmp_path), nprocs=2)
@@ -769,6 +771,7 @@ def test_pretraining_two_ranks_match_one_process(tmp_path):
     assert not model.trm_model.encoder.layers[0].linear1.weight.requires_grad
 
 
+@pytest.mark.slow
 def test_finetuning_two_ranks_match_one_process(tmp_path):
     # batches of 15 rows: shards of 8 and 7, so the per-rank scaling of the CE mean is exercised
     write_synthetic(tmp_path / "ft", name="ft", n_users=48, missing_image=False)
