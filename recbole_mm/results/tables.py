@@ -126,6 +126,11 @@ MISSREC_ID = {"train_stage": "transductive_ft", "kmeans_faithful": KMEANS_FAITHF
 MISSREC_NO_ID = {"train_stage": "inductive_ft", "kmeans_faithful": KMEANS_FAITHFUL}
 OTHER_KMEANS = "faithful (one-pass minibatch) k-means" if not KMEANS_FAITHFUL else "Lloyd k-means"
 
+# MMSRec and PMMRec at the protocol's widths (64, 2 heads, feed-forward 64); both rank history items too, as
+# RecBole's sequential full sort does for every other row (PMMRec's reference masks them: mask_history)
+MMSREC = {"fusion_embed_dim": 64, "fusion_heads": 2, "fusion_feedforward_dim": 64, "mask_history": False}
+PMMREC = {"embedding_dim": 64, "fusion_heads": 2, "mask_history": False}
+
 SEQUENTIAL_TABLE = Table(
     name="sequential",
     title="Sequential recommendation on ml-100k_mm",
@@ -138,6 +143,8 @@ SEQUENTIAL_TABLE = Table(
         Row("BERT4Rec", "BERT4Rec"),
         Row("MISSRec, ID", "MISSRec", MISSREC_ID, note="with item ID embeddings (transductive_ft)"),
         Row("MISSRec, no ID", "MISSRec", MISSREC_NO_ID, note="features only (inductive_ft)"),
+        Row("MMSRec", "MMSRec", MMSREC, note="features only; Cloze with a full softmax over the item tower"),
+        Row("PMMRec", "PMMRec", PMMREC, note="features only; in-batch softmax with logQ correction"),
         # ablations: "MISSRec, ID" with one part changed
         Row("MISSRec, ID, text only", "MISSRec", dict(MISSREC_ID, modal_type="text"), note="no genre features"),
         Row("MISSRec, ID, genres only", "MISSRec", dict(MISSREC_ID, modal_type="img"), note="no title features"),
@@ -214,6 +221,35 @@ TRANSFER_TABLE = Table(
             MISSREC_NO_ID,
             stage="finetune",
             pretrained_from="MISSRec pre-training on A",
+        ),
+        Row(
+            "MMSRec pre-training on A",
+            "MMSRec",
+            MMSREC,
+            stage="pretrain",
+            dataset="ml-100k_mm_A",
+            config_files=("props/MMSRec/pretrain.yaml",),
+            note="combinatorial loss on the target items of ml-100k_mm_A's train file",
+        ),
+        Row("MMSRec, from scratch", "MMSRec", MMSREC),
+        Row("MMSRec, pre-trained", "MMSRec", MMSREC, stage="finetune", pretrained_from="MMSRec pre-training on A"),
+        Row(
+            "PMMRec pre-training on A",
+            "PMMRec",
+            dict(PMMREC, train_batch_size=64),
+            stage="pretrain",
+            dataset="ml-100k_mm_A",
+            config_files=("props/PMMRec/pretrain.yaml",),
+            note="next-item + NICL + NID + RCL (UNVERIFIED reconstructions), batch 64",
+        ),
+        Row("PMMRec, from scratch", "PMMRec", PMMREC),
+        Row(
+            "PMMRec, pre-trained",
+            "PMMRec",
+            PMMREC,
+            stage="finetune",
+            pretrained_from="PMMRec pre-training on A",
+            note="pretrain_part item_encoder (the reference's default: user encoder re-initialised)",
         ),
     ],
     description=[
