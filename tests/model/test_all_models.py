@@ -29,6 +29,8 @@ SETTINGS = {
     "MISSRec": {"hidden_size": 16, "inner_size": 16, "train_batch_size": 128},
     "MMSSL": {"embedding_size": 16, "train_batch_size": 256},
     "MMSRec": {"fusion_embed_dim": 16, "fusion_heads": 2, "fusion_feedforward_dim": 16, "train_batch_size": 128},
+    "PMMRec": {"embedding_dim": 16, "fusion_heads": 2, "num_attention_heads": 2, "train_batch_size": 128},
+    "MMSRec": {"fusion_embed_dim": 16, "fusion_heads": 2, "fusion_feedforward_dim": 16, "train_batch_size": 128},
     "PMMRec": {"embedding_dim": 16, "fusion_heads": 2, "train_batch_size": 128},
     "SIM": {**LONG_SEQUENCE, "hash_bits": 6},
     "ETA": {**LONG_SEQUENCE, "hash_bits": 6},
