@@ -29,6 +29,10 @@ What the base holds (as in the reference):
   after its N(0, 0.02) init), BCE over ``[positive logits; negative logits]``;
 * the training negative's query is a query drawn at random from the row's own history (the reference draws one
   of the user's own target queries).
+* the training positive carries its own interaction's query, while the default evaluation
+  (``eval_query_mode: recommendation``) gives every candidate an empty query: the reference's train/test mismatch,
+  kept. Where queries are dummy queries derived from the item (Amazon, ml-100k_mm), the training query also
+  identifies the target; ``search`` gives every candidate the target interaction's query, ``pair`` each item's own.
 
 Departures (``reference_compat: True`` restores those marked *compat*):
 
