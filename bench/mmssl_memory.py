@@ -8,9 +8,10 @@ dataset, dataloader and :class:`recbole_mm.trainer.MMSSLTrainer` (default settin
 Measured: the peak resident memory while training (``VmHWM``, reset after the model and data are built), the time of
 ``--batches`` training batches and of the once-per-epoch graph regeneration. The epoch time is extrapolated from
 them (``batch time x batches per epoch + regeneration``) and printed as such. The reference keeps the interaction
-matrix and its transpose as dense float32 ``U x I`` tensors on the device (``2 x U x I x 4`` bytes), printed beside.
+matrix and its transpose as dense float32 ``U x I`` tensors on the device (``2 x U x I x 4`` bytes), printed beside;
+``--dense-peer`` allocates them too and runs the same batches again on top of them (the measured peak with them).
 
-    python bench/mmssl_memory.py --size baby --batches 3
+    python bench/mmssl_memory.py --size baby --batches 2 --dense-peer
     python bench/mmssl_memory.py --size sports --batches 1
 """
 
@@ -64,6 +65,9 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), default="baby")
     parser.add_argument("--batches", type=int, default=3, help="training batches timed (the epoch is extrapolated)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--dense-peer", action="store_true", help="also run the batches again holding the dense U x I tensors"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from recbole_mm.config import Config
@@ -77,7 +81,9 @@ def main():
         source = os.path.join(work, "source")
         os.makedirs(source)
         write_mmrec_source(source, args.size, users, items, interactions)
-        assert prepare(["mmrec", "--source", source, "--name", args.size, "--data-path", os.path.join(work, "data")]) == 0
+        assert (
+            prepare(["mmrec", "--source", source, "--name", args.size, "--data-path", os.path.join(work, "data")]) == 0
+        )
         config = Config(
             model="MMSSL",
             dataset=args.size,
@@ -113,13 +119,15 @@ def main():
         peak = rss("VmHWM")
         # the reference's allocation: the training matrix and its transpose as dense float32 U x I tensors, held
         # for the whole run; the same batches again on top of them
-        matrix = train.dataset.inter_matrix(form="csr").astype(np.float32)
-        dense_r = torch.from_numpy(np.asarray(matrix.todense()))
-        dense_rt = torch.from_numpy(np.ascontiguousarray(np.asarray(matrix.T.todense())))
-        reset_peak()
-        trainer._train_epoch(batches, 0)
-        peak_dense = rss("VmHWM")
-        del dense_r, dense_rt
+        peak_dense = None
+        if args.dense_peer:
+            matrix = train.dataset.inter_matrix(form="csr").astype(np.float32)
+            dense_r = torch.from_numpy(np.asarray(matrix.todense()))
+            dense_rt = torch.from_numpy(np.ascontiguousarray(np.asarray(matrix.T.todense())))
+            reset_peak()
+            trainer._train_epoch(batches, 0)
+            peak_dense = rss("VmHWM")
+            del dense_r, dense_rt
         per_batch = (both - regen) / len(batches)
         per_batch_cpu = (both_cpu - regen_cpu) / len(batches)
         dense = 2 * (model.n_users - 1) * (model.n_items - 1) * 4
@@ -131,10 +139,11 @@ def main():
         )
         print(f"  peak RSS while training:  {peak / 2**30:.2f} GiB (RSS before training {before / 2**30:.2f} GiB)")
         print(f"  reference's dense U x I:  {dense / 2**30:.2f} GiB (R and R^T as float32: 2 x U x I x 4 bytes)")
-        print(
-            f"  peak with them held:      {peak_dense / 2**30:.2f} GiB (same batches; "
-            f"{peak_dense / peak:.2f}x ours)"
-        )
+        if peak_dense is not None:
+            print(
+                f"  peak with them held:      {peak_dense / 2**30:.2f} GiB (same batches; "
+                f"{peak_dense / peak:.2f}x ours)"
+            )
         print(f"  time per batch:           {per_batch:.1f} s wall, {per_batch_cpu:.1f} s CPU (mean of {len(batches)})")
         print(f"  graph regeneration:       {regen:.1f} s wall, {regen_cpu:.1f} s CPU (every user, once per epoch)")
         print(

@@ -420,6 +420,7 @@ class MMSSL(GraphRecommender):
             real = gumbel_real_rows(
                 self.observed_rows(users), cf, noise, self.log_log_scale, self.real_data_tau, self.ui_pre_scale
             ).repeat(len(self.modalities), 1)
+            del cf, noise
         rows = len(self.modalities) * (self.batch_users if self.compat else len(users))
         if rows != real.shape[0]:
             raise MMSSLBatchError(
@@ -451,7 +452,11 @@ class MMSSL(GraphRecommender):
             self.skipped_critic_batches += 1
             adversarial = bpr.new_zeros(())
         else:
-            adversarial = -self.G_rate * self.critic(torch.cat(list(rows.values()))).mean()
+            self.critic.requires_grad_(False)  # the term trains the recommender only: no critic weight gradients
+            try:
+                adversarial = -self.G_rate * self.critic(torch.cat(list(rows.values()))).mean()
+            finally:
+                self.critic.requires_grad_(True)
         return bpr, emb_reg, feat_reg, cl, adversarial
 
     def after_batch(self, step: int) -> None:
