@@ -196,21 +196,23 @@ def test_fusion_is_merge_attention_with_masked_mean_pool(tmp_path):
     assert torch.allclose(got[0], both[0], atol=1e-5) and torch.allclose(got[1], alone[0], atol=1e-5)
 
 
-def checkpoint_pair(tmp_path, **extra):
-    """A pre-trained PMMRec checkpoint (trained one epoch so that it differs from any init) and its state."""
-    write_tiny(tmp_path / "pt", "pt")
-    config, model, train_data, _, _ = build("PMMRec", tmp_path, name="pt", train_stage="pretrain", **extra)
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A pre-trained PMMRec checkpoint (one epoch, so that it differs from any init) and its state."""
+    directory = tmp_path_factory.mktemp("pmmrec_pretrained")
+    write_tiny(directory / "pt", "pt")
+    config, model, train_data, _, _ = build("PMMRec", directory, name="pt", train_stage="pretrain", pretrain_epochs=1)
     trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
     trainer.fit(train_data, None, verbose=False, saved=False)
-    return save(config, model, tmp_path / "pt.pth"), {k: v.clone() for k, v in model.state_dict().items()}
+    return save(config, model, directory / "pt.pth"), {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize(
     "part, prefixes",
     [("full", ITEM_ENCODER + USER_ENCODER), ("item_encoder", ITEM_ENCODER), ("user_encoder", USER_ENCODER)],
 )
-def test_transfer_modes_load_exactly_their_parts(tmp_path, part, prefixes):
-    path, source = checkpoint_pair(tmp_path)
+def test_transfer_modes_load_exactly_their_parts(tmp_path, pretrained, part, prefixes):
+    path, source = pretrained
     torch.manual_seed(7)
     _, plain, *_ = build("PMMRec", tmp_path)
     before = {k: v.clone() for k, v in plain.state_dict().items()}
@@ -231,8 +233,8 @@ def test_transfer_modes_load_exactly_their_parts(tmp_path, part, prefixes):
         assert len(result.missing_keys) == len(model.user_encoder.state_dict())
 
 
-def test_single_modality_transfer(tmp_path):
-    path, source = checkpoint_pair(tmp_path)
+def test_single_modality_transfer(tmp_path, pretrained):
+    path, source = pretrained
     write_tiny(tmp_path / "txt", "txt", image=False)
     mm = {"text": {"suffix": "feat1CLS", "dim": 8}}
     _, model, *_ = build(
@@ -275,12 +277,12 @@ def test_pretraining_terms_and_round_trip(tmp_path):
     assert torch.equal(reloaded.full_sort_predict(first_batch(reloaded_test)), scores)
 
 
-def test_bad_inputs(tmp_path):
+def test_bad_inputs(tmp_path, pretrained):
     with pytest.raises(RecBoleMMError, match="train_stage"):
         build("PMMRec", tmp_path, train_stage="inductive_ft")
     with pytest.raises(RecBoleMMError, match="pretrain_part"):
         build("PMMRec", tmp_path, pretrain_part="encoder")
-    path, _ = checkpoint_pair(tmp_path)
+    path, _ = pretrained
     with pytest.raises(RecBoleMMError, match="PMMRec"):
         build("MMSRec", tmp_path, pretrained_path=path)
     with pytest.raises(RecBoleMMError, match=r"user_encoder\.position_embedding\.weight.*\(8, 16\)"):
@@ -329,11 +331,5 @@ def test_cold_start_items_are_ranked_from_their_features(ml100k_root, tmp_path):
     assert percentile.mean() < 0.5 - 3 * 0.29 / len(percentile) ** 0.5
 
 
-def test_pretraining_two_ranks_match_one_process(tmp_path):
-    """NICL and the next-item loss over the gathered global batch (NID and RCL draw their noise per rank, so
-    they are weighted 0 here)."""
-    from test_mmsrec import PRETRAIN, check_two_ranks_match_one
-
-    write_tiny(tmp_path / "pt", "pt", n_users=24)
-    extra = {**PRETRAIN, "drop_rate": 0.0, "nid_weight": 0.0, "rcl_weight": 0.0}
-    check_two_ranks_match_one(tmp_path, "PMMRec", extra, "user_encoder.blocks.0.w_1.weight")
+# The 2-process gloo pre-training test of PMMRec shares MMSRec's process pair: test_mmsrec.py,
+# test_pretraining_two_ranks_match_one_process.
