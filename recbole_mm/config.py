@@ -255,6 +255,8 @@ class Config(RecBoleConfig):
         for file in self._annotation_files:
             annotations.update(annotated_types(file))
         for key, value in self.external_config_dict.items():
+            if value is None and self.internal_config_dict.get(key) is None:
+                continue  # the default itself
             if key in annotations:
                 names = annotations[key]
                 accepted = any(_ANNOTATED_TYPES[name][0](value) for name in names)

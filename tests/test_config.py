@@ -159,18 +159,19 @@ def test_a_plain_inter_folder_keeps_recboles_defaults(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key, value",
+    "key, value, final",
     [
-        ("learning_rate", 1),  # an int where RecBole's default is a float
-        ("dropout_prob", 0.25),  # RecBole's GRU4RecCPR.yaml has an int default (0) for a float key
-        ("weight_decay", 0),
-        ("clip_grad_norm", {"max_norm": 5}),  # None default: anything
-        ("gpu_id", 1),  # a str key: left to RecBole
-        ("topk", [5, 10]),
+        ("learning_rate", 1, 1),  # an int where RecBole's default is a float
+        ("dropout_prob", 0.25, 0.25),  # RecBole's GRU4RecCPR.yaml has an int default (0) for a float key
+        ("weight_decay", 0, 0),
+        ("clip_grad_norm", {"max_norm": 5}, {"max_norm": 5}),  # None default: anything
+        ("gpu_id", 1, "1"),  # a str key: left to RecBole (which makes it a str)
+        ("topk", [5, 10], [5, 10]),
+        ("normalize_all", None, None),  # RecBole's comment says (bool), its default is None
     ],
 )
-def test_well_typed_values_pass(key, value):
-    assert Config(model="GRU4Rec", dataset="ml-100k", config_dict={key: value})[key] is not None
+def test_well_typed_values_pass(key, value, final):
+    assert Config(model="GRU4Rec", dataset="ml-100k_mm", config_dict={key: value})[key] == final
 
 
 def test_values_of_the_wrong_type_or_out_of_range_are_refused_naming_the_key(tmp_path):
