@@ -44,6 +44,9 @@ Departures from the reference code:
   full ranking (PMMRec's protocol); RecBole's sequential full ranking masks nothing itself. The PAD column
   is always ``-inf``.
 * Evaluation scores are cosines without temperature, as the reference; ``predict`` gives the same cosines.
+* Kept as in the reference: every Linear and Embedding weight, the input transform's included, starts from
+  ``N(0, initializer_range)`` with zero biases (not the family's PyTorch-default adaptors: a missing modality is
+  a masked slot here, never a zero vector under ``F.normalize``).
 """
 
 import torch
