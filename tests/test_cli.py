@@ -86,6 +86,15 @@ def test_missing_dataset_points_at_a_nested_folder(monkeypatch, tmp_path, capsys
     assert f"exists under {os.path.join(str(tmp_path), 'dataset', 'elsewhere')}: pass --data_path there" in err
 
 
+def test_a_data_path_one_level_too_deep_points_at_the_folder(monkeypatch, tmp_path, capsys, write_reference_layout):
+    write_reference_layout(tmp_path / "dataset" / "Scientific_mm_full", "Scientific_mm_full")
+    (tmp_path / "finetune.yaml").write_text("data_path: dataset/downstream/\n")  # as a preset may set it
+    args = ["--model=MISSRec", "--dataset=Scientific_mm_full", "--config_files=finetune.yaml"]
+    code, err = run_main(monkeypatch, tmp_path, capsys, *args)
+    assert code == 2 and err.count("\n") == 1
+    assert f"exists under {tmp_path / 'dataset'}: pass --data_path there" in err
+
+
 def test_an_empty_dataset_folder_is_not_offered_as_the_answer(monkeypatch, tmp_path, capsys):
     (tmp_path / "dataset" / "downstream" / "Scientific_mm_full").mkdir(parents=True)
     code, err = run_main(monkeypatch, tmp_path, capsys, "--model=MISSRec", "--dataset=Scientific_mm_full")

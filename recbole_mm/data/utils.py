@@ -88,9 +88,12 @@ def _not_found_message(name: str, root: str, directory: str, missing: list) -> s
             f"{looked}. The folder {os.path.abspath(directory)} holds {', '.join(held) or 'no .inter file'} ({advice})."
         )
     searched = ", ".join(os.path.join(os.path.abspath(root), sub, "") for sub in DATASET_SUBFOLDERS)
+    elsewhere = sorted(glob.glob(os.path.join(glob.escape(root), "*", name))) + [
+        os.path.join(os.path.dirname(os.path.abspath(root)), name)  # data_path one level too deep
+    ]
     nested = [
         os.path.dirname(folder)
-        for folder in sorted(glob.glob(os.path.join(glob.escape(root), "*", name)))
+        for folder in elsewhere
         if os.path.basename(os.path.dirname(folder)) not in DATASET_SUBFOLDERS and has_interactions(folder, name)
     ]
     hint = f" A folder '{name}' exists under {os.path.abspath(nested[0])}: pass --data_path there." if nested else ""

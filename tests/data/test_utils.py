@@ -1,5 +1,7 @@
 """Dataset creation guards."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -16,8 +18,8 @@ def test_pandas_3_is_refused_with_the_reason(monkeypatch):
 
 
 def test_available_datasets_lists_both_layouts(tmp_path):
-    for name, suffix in [("a", ".inter"), ("b", ".train.inter"), ("c", ".item")]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / f"{name}{suffix}").write_text("x\n")
-    assert utils.available_datasets(str(tmp_path)) == ["a", "b"]
+    for name, suffix in [("a", ".inter"), ("b", ".train.inter"), ("c", ".item"), ("downstream/d", ".train.inter")]:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / f"{os.path.basename(name)}{suffix}").write_text("x\n")
+    assert utils.available_datasets(str(tmp_path)) == ["a", "b", "d"]  # as --dataset takes them
     assert utils.available_datasets(str(tmp_path / "missing")) == []
