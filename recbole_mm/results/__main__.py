@@ -17,7 +17,7 @@ import tempfile
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.results.protocols import ROOT, load_protocol
 from recbole_mm.results.report import write_markdown
-from recbole_mm.results.runner import Plan, RunError, read_record, run_plan
+from recbole_mm.results.runner import Plan, RunError, load_records, run_plan
 from recbole_mm.results.tables import TABLES
 
 
@@ -81,32 +81,14 @@ def main(argv=None) -> int:
         for name in names:
             plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, args.rows, args.device)
             seeds = plan.seeds(args.seeds)
-            if args.report_only:
-                records = {}
-                for row in plan.rows:
-                    for seed in seeds:
-                        record = read_record(plan.record_path(row, seed))
-                        if record and record["spec"] == plan.spec(row, seed):
-                            records[row.label, seed] = record
-            else:
+            if not args.report_only:
                 try:
-                    records = run_plan(plan, seeds, args.force, args.jobs, args.in_process)
+                    run_plan(plan, seeds, args.force, args.jobs, args.in_process)
                 except RunError as error:
                     failed.append(str(error))
-                    records = {}
-                    for row in plan.rows:
-                        for seed in seeds:
-                            record = read_record(plan.record_path(row, seed))
-                            if record and record["spec"] == plan.spec(row, seed):
-                                records[row.label, seed] = record
             if args.rows:  # the markdown always shows the whole table
-                full = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
-                for row in full.rows:
-                    for seed in seeds:
-                        record = read_record(full.record_path(row, seed))
-                        if (row.label, seed) not in records and record and record["spec"] == full.spec(row, seed):
-                            records[row.label, seed] = record
-                plan = full
+                plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
+            records = load_records(plan, seeds)
             print(f"wrote {write_markdown(plan, records, seeds, args.out_dir)}", flush=True)
         if failed:
             print("\n".join(failed), file=sys.stderr)

@@ -149,6 +149,49 @@ def read_record(path: str) -> Optional[Dict]:
         return json.load(f)
 
 
+def _unlabelled(spec: Optional[Dict]) -> Optional[Dict]:
+    """A specification without its row label (nor its pre-training's): what a run is, whatever its row is called."""
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: v for k, v in spec.items() if k != "row"}
+    out["pretrained_from"] = _unlabelled(spec.get("pretrained_from"))
+    return out
+
+
+def load_records(plan: "Plan", seeds: List[int]) -> Dict[Tuple[str, int], Dict]:
+    """The records of ``plan``'s runs that hold their specification, by ``(row label, seed)``.
+
+    A record is found by what it ran, not only by its file name: a run recorded under another row label of the
+    same table (a renamed row, or rows whose settings were swapped) is used and written to the row's own file. Every
+    record of the folder is read before any is written, so no record is lost to a swap.
+    """
+    folder = os.path.join(plan.runs_dir, plan.protocol.name, plan.table.name)
+    stored = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                record = read_record(os.path.join(folder, name))
+                if record and isinstance(record.get("spec"), dict):
+                    stored.append((os.path.join(folder, name), record))
+    records, moves = {}, []
+    for row in plan.rows:
+        for seed in seeds:
+            spec, path = plan.spec(row, seed), plan.record_path(row, seed)
+            same = [(p, r) for p, r in stored if r["spec"] == spec]
+            if not same:
+                same = [(p, r) for p, r in stored if _unlabelled(r["spec"]) == _unlabelled(spec)]
+            if same:
+                found_path, record = same[0]
+                record = dict(record, spec=spec)
+                records[row.label, seed] = record
+                if found_path != path or same[0][1]["spec"] != spec:
+                    moves.append((path, record))
+    for path, record in moves:
+        with atomic_write(path) as f:
+            json.dump(record, f, indent=1)
+    return records
+
+
 def is_done(record: Optional[Dict], spec: Dict) -> bool:
     """A record answers a run when it holds the same specification; a pre-training also needs its checkpoint."""
     if record is None or record.get("spec") != spec:
@@ -257,10 +300,11 @@ def run_plan(
     env = environment()
     records: Dict[Tuple[str, int], Dict] = {}
     todo = {}
+    found = {} if force else load_records(plan, seeds)
     for row in plan.rows:
         for seed in seeds:
-            spec, path = plan.spec(row, seed), plan.record_path(row, seed)
-            record = read_record(path)
+            spec = plan.spec(row, seed)
+            record = found.get((row.label, seed))
             if not force and is_done(record, spec):
                 records[row.label, seed] = record
             elif not force and row.stage == "pretrain":
@@ -274,8 +318,8 @@ def run_plan(
             )
             if not needed:
                 del todo[label, seed]
-                if (label, seed) in records or read_record(plan.record_path(plan.table.row(label), seed)):
-                    records[label, seed] = read_record(plan.record_path(plan.table.row(label), seed))
+                if (label, seed) in found:  # recorded, its checkpoint gone: its fine-tunings are all recorded
+                    records[label, seed] = found[label, seed]
     errors: List[str] = []
 
     def one(label: str, seed: int) -> None:

@@ -89,3 +89,28 @@ def test_test_metrics_are_read_once_from_the_best_validation_checkpoint(ml100k_r
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     again = trainer.evaluate(test_data, load_best_model=False)
     assert {k: float(v) for k, v in again.items()} == pytest.approx(record["test"], abs=1e-4)
+
+
+def test_records_follow_their_settings_when_two_rows_swap_them(ml100k_root, tmp_path):
+    """Rows "a" {epochs: 1} and "b" {epochs: 2} recorded; then "a" takes b's settings and "b" a's (as when a
+    model's default flips between two rows): each row gets the record of the run it now names, none is lost."""
+    from recbole_mm.results.runner import load_records
+
+    def plan_with(rows):
+        table = Table("swap", "swap", "ml-100k_mm", TABLES["sequential"].settings, rows)
+        return Plan(table, load_protocol("smoke"), str(ml100k_root), str(tmp_path / "work"), str(tmp_path / "runs"))
+
+    before = plan_with([Row("a", "Pop", {"epochs": 1}), Row("b", "Pop", {"epochs": 2})])
+    for row, value in zip(before.rows, (0.1, 0.2)):
+        path = before.record_path(row, 2020)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"spec": before.spec(row, 2020), "test": {"ndcg@10": value}}, f)
+    after = plan_with([Row("a", "Pop", {"epochs": 2}), Row("b", "Pop", {"epochs": 1}), Row("c", "Pop", {"epochs": 3})])
+    records = load_records(after, [2020])
+    assert records["a", 2020]["test"] == {"ndcg@10": 0.2} and records["b", 2020]["test"] == {"ndcg@10": 0.1}
+    assert ("c", 2020) not in records  # never run
+    for label in ("a", "b"):  # written back under the row's own file, with its own label
+        row = after.table.row(label)
+        assert read_record(after.record_path(row, 2020)) == records[label, 2020]
+        assert records[label, 2020]["spec"] == after.spec(row, 2020)
