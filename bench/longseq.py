@@ -155,6 +155,7 @@ def pq_loss(paths):
     rows = []
     for path in paths:
         config, model, _, _, _, test = load_data_and_model(path)
+        config.compatibility_settings()  # numpy aliases RecBole's metrics read (an unpickled config sets none)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         model.gsu_mode = "exact"
         init_seed(config["seed"], True)  # the same 99 negatives per user in both evaluations
