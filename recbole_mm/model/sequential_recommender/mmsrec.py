@@ -37,7 +37,8 @@ Departures from the reference code:
 * The item tower is recomputed over the whole catalogue at every training step (exact, as the reference), but
   computed once per evaluation and cached: the cache is dropped whenever the model switches between train
   and eval mode or loads a state dict. Its cost grows with the catalogue: 1.42 s of CPU time per step for
-  26,000 items at width 64, 55% of a step of 256 histories of 20 (``bench/mmsrec_item_tower.py``, 2-core CPU).
+  26,000 items at width 64, 55% of a step of 256 histories of 20; 29.8 s, 84%, at the reference's width 512
+  (``bench/mmsrec_item_tower.py``, one thread of a 2-core CPU).
 * ``train_candidates: seen`` restricts the training softmax to the items of the training data (an item cold-start
   setting, where held-out items exist in the catalogue but must not be trained as negatives); ``all`` (default)
   is the reference's whole catalogue.
