@@ -3,7 +3,7 @@
 :func:`apply` is called from ``recbole_mm/__init__.py`` before any RecBole module is imported. It is
 idempotent: calling it again changes nothing. Each fix is applied only where the installed library
 needs it, so on the pinned CPU stack (numpy<2, scipy<1.13) only the torch setting takes effect, while
-on the GPU machine's stack (Python 3.12, numpy 2, scipy 1.18) all three do.
+on a Python 3.12 stack (numpy 2, scipy 1.18) all three do.
 
 1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which
    ``recbole.config.Config.compatibility_settings`` reads on every ``Config(...)``; ray 2.6 reads

@@ -143,8 +143,8 @@ def compile_training_loss(model: torch.nn.Module, mode) -> None:
     ``compile_mode``; None leaves it eager). The parameters and ``state_dict`` are the model's own, so
     checkpoints do not change. Compilation happens at the first training step; a new batch size (the last
     batch) or a new mode of the model compiles once more, a static graph again (``dynamic=False``: torch 2.11's
-    inductor failed on the dynamic-shape recompile of MISSRec's backward on the GPU machine, with the assertion
-    of pytorch issue 191603; CUDA graphs want static shapes too). ``reduce-overhead`` replays CUDA graphs.
+    inductor fails on a dynamic-shape recompile of MISSRec's backward; CUDA graphs want static shapes too).
+    ``reduce-overhead`` replays CUDA graphs.
 
     Raises:
         ConfigError: ``mode`` is not None nor one of :data:`COMPILE_MODES`.

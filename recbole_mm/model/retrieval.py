@@ -12,7 +12,7 @@ with :func:`recbole_mm.clustering.kmeans`). The score becomes a sum of codeword 
     score(q, k) ~ sum_ij w_i w_j sum_s < C_i^s[code_q(i, s)], C_j^s[code_k(j, s)] >
 
 (the reference's offline study: ``inference/eval_seminar_recall.py`` of paper-submission-coder/SEMINAR; its
-model-side ``multi_pq`` path is a stub with an untrained random codebook). For one target, the tables
+model-side ``multi_pq`` path is a placeholder with an untrained random codebook). For one target, the tables
 ``T[j, s, c] = w_j < sum_i w_i C_i^s[code_q(i, s)], C_j^s[c] >`` (``M x S x C`` numbers) turn the score of every
 history item into ``M * S`` table look-ups of its stored codes: no ``d``-vector of a history item is read. With
 the target's exact vectors instead of its codes (asymmetric distance), ``sum_i w_i q_i^s`` replaces the codeword

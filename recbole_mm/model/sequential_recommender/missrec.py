@@ -8,7 +8,7 @@ Reference:
     Representation for Recommendation." In ACM MM 2023.
 
 Reference code:
-    https://github.com/gimpong/MM23-MISSRec (spec: shared/spec/missrec.md, written from that code and its logs)
+    https://github.com/gimpong/MM23-MISSRec
 
 Departures from the reference code (each keeps the reported numbers' computation unless said):
 
@@ -99,7 +99,7 @@ class MISSRec(MultiModalSequentialRecommender):
     """
 
     TRAIN_STAGES = ("pretrain", "transductive_ft", "inductive_ft")
-    # what a PT1 fine-tuning run takes from a pre-trained checkpoint, and freezes among it (spec section 2.8)
+    # what fine-tuning takes from a pre-trained checkpoint, and freezes among it
     TRANSFERRED = ("position_embedding.", "trm_model.", "LayerNorm.", "text_adaptor.", "img_adaptor.", "fusion_factor")
     FROZEN = ("position_embedding", "trm_model")
 

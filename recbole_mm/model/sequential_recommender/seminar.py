@@ -53,7 +53,7 @@ marked *compat*):
   padding dropped); the reference includes padding.
 * Freezing applies to loaded weights only (``pretrained_path`` set); the reference also freezes a randomly
   initialised ``G`` when fine-tuning from scratch.
-* The reference's ``lsh`` search option is not carried over; its ``multi_pq`` stub (a random, untrained codebook
+* The reference's ``lsh`` search option is not carried over; its ``multi_pq`` placeholder (a random, untrained codebook
   with a bit-match count) is replaced by the trained product quantisation above.
 """
 
