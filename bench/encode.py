@@ -1,9 +1,9 @@
-"""Throughput of dataset preparation and feature extraction (issue 6).
+"""Throughput of dataset preparation and feature extraction.
 
     python bench/encode.py text --items 2000                    # MiniLM text encoding, CPU
-    python bench/encode.py text --items 50000 --device cuda --random-weights DIR   # GPU machine, no weights there
+    python bench/encode.py text --items 50000 --device cuda --random-weights DIR   # a GPU, no weights at hand
     python bench/encode.py amazon --reviews 1000000             # the amazon step on a synthetic review file
-    python bench/encode.py images --images 20000 --encoder clip:ViT-B-32.pt --device cuda   # GPU machine
+    python bench/encode.py images --images 20000 --encoder clip:ViT-B-32.pt --device cuda   # a GPU
     python bench/encode.py images --images 20000 --encoder random-vit-b32 --device cuda     # same, random weights
 
 ``text``: the packaged MiniLM on synthetic item texts, raw ``encoder.encode`` side by side with the
@@ -13,7 +13,7 @@ resumable ``encode`` pipeline (chunks, atomic writes, sidecar); prints items/s a
 RSS; the same for the ratings-CSV form of the same interactions, with the ratio.
 ``images``: writes JPEGs (``--size`` px, smooth gradients with grain, like product photos), then measures decoding
 alone (the worker pool, no model) side by side with the end-to-end ``encode`` image path (decode, resize, encode,
-write); prints images/s and the ratio. The target on the GPU machine is >= 2,000 images/s for CLIP
+write); prints images/s and the ratio. The target on an H100 is >= 2,000 images/s for CLIP
 ViT-B/32 (``--encoder clip:ViT-B-32.pt`` or ``hf-clip:<dir>``).
 """
 

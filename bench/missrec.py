@@ -3,7 +3,7 @@
 A. Interest discovery at pre-training size (FHCKM: 446,975 items x 2 modalities = 893,950 tokens of 300 dims,
    K = ceil(0.02 x T) = 17,879): ``model.discover_interests`` (adaptors + k-means + table update), the
    reference-compatible one-pass k-means (``kmeans_faithful: True``) next to 20 Lloyd iterations (``False``).
-   Target (issue 4): <= 2 s per epoch for 20 Lloyd iterations on the GPU machine.
+   Target: <= 2 s per epoch for 20 Lloyd iterations on an H100.
 B. One fine-tuning epoch on an Office-sized set (87,346 users, 25,986 items, ~600k training rows, 512-d text
    and image features, transductive, batch 1024 / eval 2048 as the reference's Office runs): interest
    discovery + training epoch, then full-sort validation. Target: <= 10 s (the reference logs imply 60-90 s).
@@ -17,7 +17,7 @@ C. Full-sort scoring of one evaluation batch (2,048 users) against 1M items, the
 
 Peak GPU memory is printed per part. Synthetic datasets are written once into --data (reused when present).
 
-Usage: python bench/missrec.py --device cuda                   # full size (GPU machine)
+Usage: python bench/missrec.py --device cuda                   # full size (a GPU)
        python bench/missrec.py --device cpu --scale 0.002 --parts B   # smoke check (about 5 minutes on 2 cores)
 """
 
@@ -116,7 +116,7 @@ def bench_discovery(args):
         tokens, k = (model.n_items - 1) * len(model.modalities), model.n_interests
     base = rows["20 Lloyd its (kmeans_faithful: False)"]
     print(f"\nA. interest discovery: {tokens:,} tokens x {model.hidden_size}, K = {k:,} ({device})")
-    print("   target (issue 4): <= 2 s for 20 Lloyd iterations on the GPU machine")
+    print("   target: <= 2 s for 20 Lloyd iterations on an H100")
     for label, seconds in rows.items():
         print(f"   {label:<40} {seconds:8.3f} s   x{seconds / base:.2f} of Lloyd")
     print(f"   peak GPU memory: {peak_memory(device)}")

@@ -1,6 +1,6 @@
 """Benchmark: the host cost of one MISSRec training step, by part, at sizes where the arithmetic is negligible.
 
-MISSRec's fine-tuning step on the GPU machine is bound by host and launch overhead (``bench/README.md``,
+MISSRec's fine-tuning step on an H100 is bound by host and launch overhead (``bench/README.md``,
 MISSRec B), so the time of a step at tiny sizes (hidden 8, batch 4, the real ml-100k_mm items and sequences of
 up to 50 items) is what a step costs whatever the GPU. Printed per part: the whole step (forward, backward,
 Adam), the loss forward, forward + backward, Adam, and inside the forward the interest encoder, the sequence

@@ -1,4 +1,4 @@
-"""Benchmark: what Ray Tune costs on this machine. The same trials (BPR on RecBole's MovieLens-100K, a grid of
+"""Benchmark: what Ray Tune costs on the machine it runs on. The same trials (BPR on RecBole's MovieLens-100K, a grid of
 learning rates, no pruning) run four ways, side by side:
 
 - ``serial``: ``objective_function`` one trial after another in this process, no sweep tool (the baseline);
