@@ -283,7 +283,11 @@ class LongSequenceRecommender(SequentialRecommender):
         return projection(self.features(modality, items))
 
     def item_embed(self, items: torch.Tensor) -> torch.Tensor:
-        r"""Gated multi-modal item embedding ``[*S, D]`` of item ids ``[*S]``."""
+        r"""Gated multi-modal item embedding ``[*S, D]`` of item ids ``[*S]``. When the ids outnumber the catalogue
+        (a batch of histories, or of users' candidates) the whole catalogue is embedded once and gathered: row-wise
+        arithmetic, the same values."""
+        if items.numel() > self.n_items:
+            return self.item_embed(torch.arange(self.n_items, device=items.device))[items]
         parts = self.item_parts(items)
         if len(parts) == 1:
             return parts[0]
@@ -292,7 +296,8 @@ class LongSequenceRecommender(SequentialRecommender):
 
     def query_embed(self, tokens: torch.Tensor) -> torch.Tensor:
         r"""Query embedding ``[*S, D]`` of keyword ids ``[*S, Q]``: keyword sum / ``query_max_tokens``."""
-        return self.query_embedding(tokens).sum(dim=-2) / self.query_max_tokens
+        summed = F.embedding_bag(tokens.reshape(-1, tokens.shape[-1]), self.query_embedding.weight, mode="sum")
+        return summed.view(*tokens.shape[:-1], -1) / self.query_max_tokens
 
     def pair_embed(self, items: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         r"""Fused (item, query) pair ``alpha * query + (1 - alpha) * item``, ``[*S, D]``."""
@@ -325,24 +330,29 @@ class LongSequenceRecommender(SequentialRecommender):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared search and attention
-    def top_k(self, scores: torch.Tensor, valid: torch.Tensor, k: Optional[int] = None) -> torch.Tensor:
+    def top_k(
+        self, scores: torch.Tensor, valid: torch.Tensor, k: Optional[int] = None, in_place: bool = False
+    ) -> torch.Tensor:
         r"""Boolean ``[B, C, G, L]`` mask of the top-``k`` (default ``retrieve_topk``) positions of ``scores``.
 
         Padding positions (``valid [B, L]`` False) rank last (B8); under ``reference_compat`` they compete with
-        the real items. ``k`` is clamped to ``L``.
+        the real items. ``k`` is clamped to ``L``. ``in_place``: ``scores`` may be overwritten (-inf at padding)
+        instead of copied.
         """
         k = min(self.retrieve_topk if k is None else k, scores.shape[-1])
         if not self.reference_compat:
-            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+            padding = ~valid[:, None, None, :]
+            scores = scores.masked_fill_(padding, float("-inf")) if in_place else scores.masked_fill(padding, -math.inf)
         index = scores.topk(k, dim=-1, sorted=False).indices
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
 
     def attention_logits(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         r"""Per-head target-attention logits ``(W_q^h t) . (W_k^h s_l) / sqrt(D)``, ``[B, C, H, L]``, for
         ``values [B, L, D]`` and ``target [B, C, D]``."""
-        q = stacked_heads(self.w_q, target)  # [B, C, H, D]
-        k = stacked_heads(self.w_k, values)  # [B, L, H, D]
-        return torch.einsum("bchd,blhd->bchl", q, k) / math.sqrt(self.hidden_size)
+        q = stacked_heads(self.w_q, target).transpose(1, 2)  # [B, H, C, D]
+        k = stacked_heads(self.w_k, values).permute(0, 2, 3, 1)  # [B, H, D, L]
+        # computed as [B, H, C, L] (one matrix product per user and head), returned as its [B, C, H, L] view
+        return torch.matmul(q, k).div_(math.sqrt(self.hidden_size)).transpose(1, 2)
 
     def esu(
         self,
@@ -367,11 +377,14 @@ class LongSequenceRecommender(SequentialRecommender):
         if logits is None:
             logits = self.attention_logits(values, target)
         keep = select if self.reference_compat else select & valid[:, None, None, :]
-        logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        weights = torch.softmax(logits, dim=-1) * keep  # a set with no real item reads zeros
-        v = stacked_heads(self.w_v, values)  # [B, L, H, D]
-        heads = torch.einsum("bchl,blhd->bchd", weights, v)
-        return self.w_o(heads.flatten(-2))
+        keep = keep.transpose(1, 2)  # [B, G, C, L]: the layout of the products below
+        # dropped positions get exp(finfo.min - max) = 0 exactly, unless the set holds none of the positions
+        weights = torch.softmax(logits.transpose(1, 2).masked_fill(~keep, torch.finfo(logits.dtype).min), dim=-1)
+        v = stacked_heads(self.w_v, values).transpose(1, 2)  # [B, H, L, D]
+        heads = torch.matmul(weights, v)  # [B, H, C, D]
+        empty = ~keep.any(dim=-1, keepdim=True)  # [B, G, C, 1]: such a set (its softmax uniform) reads zeros
+        heads = heads.masked_fill(empty, 0.0) if heads.requires_grad else heads.masked_fill_(empty, 0.0)
+        return self.w_o(heads.transpose(1, 2).flatten(-2))
 
     def score(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, Retrieval]:
         r"""Logits ``[B, C]`` of ``C`` candidates per history (``items [B, C]``, ``tokens [B, C, Q]``), and the

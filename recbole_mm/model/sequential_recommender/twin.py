@@ -27,4 +27,5 @@ class TWIN(LongSequenceRecommender):
 
     def gsu(self, history, items, tokens, target):
         logits = self.attention_logits(history.pairs, target)  # [B, C, H, L]
-        return Retrieval(select=self.top_k(logits, history.valid), logits=logits)
+        # -inf at padding (B8) in place: the ESU masks padding anyway
+        return Retrieval(select=self.top_k(logits, history.valid, in_place=True), logits=logits)
