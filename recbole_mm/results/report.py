@@ -53,8 +53,10 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
         "(its bundled RecBole reads column k of a max(topk)+1 wide hit matrix), for like-for-like comparison."
     )
     lines.append(
-        f"- Selection: valid NDCG@10 after every epoch; early stopping after {settings.get('stopping_step', 10)} "
-        f"epochs without improvement, at most {settings.get('epochs', 300)} epochs; test never used for a choice."
+        f"- Selection: valid NDCG@10 after every epoch; early stopping with RecBole's stopping_step "
+        f"{settings.get('stopping_step', 10)} (training stops at the {settings.get('stopping_step', 10) + 1}th "
+        f"validation in a row without improvement), at most {settings.get('epochs', 300)} epochs; the checkpoint of "
+        f"the best validation epoch is tested; test never used for a choice."
     )
     lines.append(f"- Seeds: {', '.join(map(str, protocol.seeds))}; cells are mean ± sample std over the seeds.")
     shown = {k: v for k, v in settings.items()}
@@ -76,8 +78,8 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
         env = done[-1]["environment"]
         dates = sorted(r["date"] for r in done)
         lines.append(
-            f"- Cost: {len(done)} runs, {wall / 60:.1f} min wall in all (runs one at a time, so this is the table's "
-            f"wall time), {cpu / 60:.1f} min of process CPU time; {protocol.hardware or env['cpu']} "
+            f"- Cost: {len(done)} runs, {wall / 60:.1f} min of wall time summed over the runs (the table's wall time "
+            f"when they run one at a time), {cpu / 60:.1f} min of process CPU time; {protocol.hardware or env['cpu']} "
             f"(`{env['cpu']}`, {env['cpu_count']} cores, OMP_NUM_THREADS={env['OMP_NUM_THREADS'] or 'unset'}), "
             f"torch {env['torch']}, RecBole {env['recbole']}; runs dated {dates[0]} to {dates[-1]}."
         )
