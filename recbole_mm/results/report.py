@@ -10,8 +10,6 @@ from recbole_mm.results.protocols import ROOT, Protocol
 from recbole_mm.results.runner import Plan, cell, mean_std
 from recbole_mm.results.tables import Table
 
-MAIN_METRICS = ["hit@10", "ndcg@10", "hit@50", "ndcg@50"]
-REFERENCE_METRICS = ["hit@11", "ndcg@11", "hit@51", "ndcg@51"]
 FINDINGS_DIR = os.path.join(ROOT, "results", "findings")
 
 
@@ -46,17 +44,30 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
         )
     if protocol.users:
         lines.append(f"- Users: only those with index below {protocol.users} (a slice, not results).")
-    lines.append("- Candidates: full ranking over all items (RecBole's full sort), one group per user.")
-    lines.append(
-        "- Metrics: HIT and NDCG at 10 and 50 on test, read once from the checkpoint of the best validation epoch; "
-        "also at 11 and 51, which the reference MISSRec code's evaluator reports under the names @10 and @50 "
-        "(its bundled RecBole reads column k of a max(topk)+1 wide hit matrix), for like-for-like comparison."
+    mode = str((table.settings.get("eval_args") or {}).get("mode", "full"))
+    if mode.startswith(("uni", "pop")):
+        lines.append(
+            f"- Candidates: per user the positive and {mode[3:]} negatives sampled "
+            f"{'uniformly' if mode.startswith('uni') else 'by popularity'} (RecBole's `{mode}`), one group per user."
+        )
+    else:
+        lines.append("- Candidates: full ranking over all items (RecBole's full sort), one group per user.")
+    metrics_line = (
+        f"- Metrics: {', '.join(_name(m) for m in table.metrics)} on test, read once from the checkpoint of the best "
+        "validation epoch"
     )
+    if table.reference_metrics:
+        metrics_line += (
+            "; also at 11 and 51, which the reference MISSRec code's evaluator reports under the names @10 and @50 "
+            "(its bundled RecBole reads column k of a max(topk)+1 wide hit matrix), for like-for-like comparison"
+        )
+    lines.append(metrics_line + ".")
     lines.append(
         f"- Selection: valid NDCG@10 after every epoch; early stopping with RecBole's stopping_step "
         f"{settings.get('stopping_step', 10)} (training stops at the {settings.get('stopping_step', 10) + 1}th "
-        f"validation in a row without improvement), at most {settings.get('epochs', 300)} epochs; the checkpoint of "
-        f"the best validation epoch is tested; test never used for a choice."
+        f"validation in a row without improvement), at most {settings.get('epochs', 300)} epochs (unless a row sets "
+        f"its own, listed under Rows); the checkpoint of the best validation epoch is tested; test never used for a "
+        f"choice."
     )
     lines.append(f"- Seeds: {', '.join(map(str, protocol.seeds))}; cells are mean ± sample std over the seeds.")
     shown = {k: v for k, v in settings.items()}
@@ -151,9 +162,10 @@ def write_markdown(plan: Plan, records: Dict, seeds: List[int], out_dir: str) ->
     lines = [f"# {plan.table.title}", "", *plan.table.description, ""]
     lines += protocol_block(plan, records) + [""]
     lines += ["## Results", "", "Test metrics (mean ± sample std over the seeds):", ""]
-    lines += _rows_table(plan, records, seeds, MAIN_METRICS, extra=True) + [""]
-    lines += ["The same runs at the reference evaluator's cut-offs (its \"@10\" and \"@50\" are these):", ""]
-    lines += _rows_table(plan, records, seeds, REFERENCE_METRICS, extra=False) + [""]
+    lines += _rows_table(plan, records, seeds, plan.table.metrics, extra=True) + [""]
+    if plan.table.reference_metrics:
+        lines += ["The same runs at the reference evaluator's cut-offs (its \"@10\" and \"@50\" are these):", ""]
+        lines += _rows_table(plan, records, seeds, plan.table.reference_metrics, extra=False) + [""]
     if png:
         lines += [f"![test {_name(plan.table.plot_metric)} per row]({os.path.basename(png)})", ""]
     lines += ["Rows:", ""]

@@ -67,6 +67,10 @@ class Table:
             table keeps every interaction.
         description: lines printed above the protocol block.
         plot_metric: test metric drawn as a bar chart (``results/<name>.png``), or None for no plot.
+        metrics: test metric columns (lower-case RecBole names such as ``"ndcg@10"``), all at cut-offs of the
+            table's ``topk``.
+        reference_metrics: the same metrics at the cut-offs the reference evaluator reports under @10 / @50
+            (``k + 1``), in a second block; empty for none.
     """
 
     name: str
@@ -77,6 +81,8 @@ class Table:
     cut: bool = True
     description: List[str] = field(default_factory=list)
     plot_metric: Optional[str] = "ndcg@10"
+    metrics: List[str] = field(default_factory=lambda: ["hit@10", "ndcg@10", "hit@50", "ndcg@50"])
+    reference_metrics: List[str] = field(default_factory=lambda: ["hit@11", "ndcg@11", "hit@51", "ndcg@51"])
 
     def row(self, label: str) -> Row:
         for row in self.rows:
@@ -281,6 +287,8 @@ LONGSEQ_TABLE = Table(
     title="Long-sequence target attention on ml-100k_mm with queries (1 positive + 99 sampled negatives)",
     dataset="ml-100k_mm",
     settings=LONGSEQ_EVALUATION,
+    metrics=["hit@1", "hit@10", "ndcg@10", "hit@50", "ndcg@50", "mrr@50"],
+    reference_metrics=[],
     rows=[
         Row(
             "SASRec",
