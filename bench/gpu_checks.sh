@@ -43,8 +43,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s); stamp() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 PARTS=" ${*:-tests kmeans dpc missrec encode anomaly overhead} "; part() { [[ "$PARTS" == *" $1 "* ]] && stamp "$1"; }
-part results && {  # detached (setsid): the runner outlives this call while the machine stays warm (30 s idle)
-  mkdir -p saved/runs; cp -rn results/runs/reference saved/runs/ 2>/dev/null  # records of earlier sessions
+part results && {  # detached (setsid): the runner outlives this command
+  mkdir -p saved/runs; cp -rn results/runs/reference saved/runs/ 2>/dev/null  # records of finished runs
   pgrep -f "recbole_mm.results --all --protocol reference" > /dev/null || setsid nohup python3 -m recbole_mm.results \
     --all --protocol reference --device cuda --jobs "${RESULTS_JOBS:-8}" --data-path dataset --work-dir saved/results \
     --runs-dir saved/runs --out-dir saved/results_md > saved/results_log.txt 2>&1 < /dev/null &
