@@ -103,8 +103,10 @@ def image_url(record: dict) -> Optional[str]:
     return None
 
 
-def read_metadata(path: str, report: SkipReport) -> Dict[str, dict]:
-    """``asin -> {"text", "image_url"}`` from a metadata file (first record of a duplicated asin kept)."""
+def read_metadata(path: str, report: SkipReport, describe=None) -> Dict[str, dict]:
+    """``asin -> describe(record)`` from a metadata file (first record of a duplicated asin kept; records without an
+    asin skipped and counted). The default ``describe`` gives ``{"text", "image_url"}``."""
+    describe = describe or (lambda record: {"text": item_text(record), "image_url": image_url(record)})
     meta = {}
     for record in json_lines(path, report, f"metadata {os.path.basename(path)}"):
         asin = record.get("asin")
@@ -114,7 +116,7 @@ def read_metadata(path: str, report: SkipReport) -> Dict[str, dict]:
         if asin in meta:
             report.skip("duplicate metadata records (first kept)", asin)
             continue
-        meta[asin] = {"text": item_text(record), "image_url": image_url(record)}
+        meta[asin] = describe(record)
     return meta
 
 

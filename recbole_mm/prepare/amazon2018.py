@@ -18,11 +18,10 @@ The dummy query largely names the item: at training time the target's query reve
 documented in ``dataset/README.md``); the models zero the target query in their default evaluation mode.
 """
 
-import os
 from typing import Dict, Tuple
 
 from recbole_mm.data.atomic_files import chronological_sequences
-from recbole_mm.prepare.amazon import clean_field, image_url, json_lines, read_interactions
+from recbole_mm.prepare.amazon import clean_field, image_url, read_interactions, read_metadata
 from recbole_mm.prepare.common import PrepareError, SkipReport, k_core
 from recbole_mm.prepare.long_sequence import keywords
 
@@ -42,24 +41,19 @@ def description_query(record: dict) -> str:
     return keywords(clean_field(first).rstrip(".") if first else "", QUERY_WORDS)
 
 
+def describe_item(record: dict) -> dict:
+    """``{"query", "title", "image_url"}`` of one metadata record."""
+    title = clean_field(record.get("title", "")).rstrip(".")
+    return {
+        "query": description_query(record),
+        "title": keywords(title, TITLE_WORDS) or None,
+        "image_url": image_url(record),
+    }
+
+
 def read_meta(path: str, report: SkipReport) -> Dict[str, dict]:
     """``asin -> {"query", "title", "image_url"}`` (first record of a duplicated asin kept)."""
-    meta = {}
-    for record in json_lines(path, report, f"metadata {os.path.basename(path)}"):
-        asin = record.get("asin")
-        if not isinstance(asin, str) or not asin:
-            report.skip("metadata records without asin")
-            continue
-        if asin in meta:
-            report.skip("duplicate metadata records (first kept)", asin)
-            continue
-        title = clean_field(record.get("title", "")).rstrip(".")
-        meta[asin] = {
-            "query": description_query(record),
-            "title": keywords(title, TITLE_WORDS) or None,
-            "image_url": image_url(record),
-        }
-    return meta
+    return read_metadata(path, report, describe_item)
 
 
 def prepare_amazon2018(reviews: str, metadata: str, name: str, k: int = 5) -> Tuple[dict, SkipReport]:

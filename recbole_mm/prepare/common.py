@@ -14,7 +14,6 @@ import tempfile
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import pandas as pd
 
 from recbole_mm.data.atomic_files import (
@@ -204,6 +203,25 @@ def prefix_rows(rows, k: int):
     return [(f"{k}-{u}", [f"{k}-{i}" for i in hist], f"{k}-{t}") for u, hist, t in rows]
 
 
+def start_dataset_dir(data_path: str, name: str, expected: Dict[str, str]) -> Optional[str]:
+    """A temporary work folder beside ``<data_path>/<name>`` for writing dataset ``name`` (published later with
+    ``publish_dir``), or None when that folder already holds this dataset (``expected`` files, as
+    :func:`check_same_dataset` compares them).
+
+    Raises:
+        PrepareError: the folder exists, is not empty and holds another dataset.
+    """
+    target = os.path.join(data_path, name)
+    if os.path.isdir(target) and check_same_dataset(target, expected):
+        return None
+    if os.path.exists(target) and os.listdir(target):
+        raise PrepareError(
+            f"{target} exists and is not empty, but holds no dataset '{name}'; choose another --name or remove it"
+        )
+    os.makedirs(data_path, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
+
+
 def write_dataset(data_path: str, name: str, domains: List[dict], max_history: int = MAX_HISTORY) -> Tuple[str, bool]:
     """Write a pre-split dataset ``<data_path>/<name>/``, or confirm an identical one is there.
 
@@ -227,14 +245,9 @@ def write_dataset(data_path: str, name: str, domains: List[dict], max_history: i
         expected.update(domain_files(file_names[d["name"]], d["user_ids"], d["item_ids"]))
     if not single:
         expected[f"{name}.pt_datasets"] = ",".join(d["name"] for d in domains) + "\n"
-    if os.path.isdir(target) and check_same_dataset(target, expected):
+    work = start_dataset_dir(data_path, name, expected)
+    if work is None:
         return target, True
-    if os.path.exists(target) and os.listdir(target):
-        raise PrepareError(
-            f"{target} exists and is not empty, but holds no dataset '{name}'; choose another --name or remove it"
-        )
-    os.makedirs(data_path, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
     try:
         merged = {"train": [], "valid": [], "test": []}
         for k, d in enumerate(domains):

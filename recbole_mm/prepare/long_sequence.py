@@ -15,14 +15,13 @@ Queries are space-separated keyword tokens (no tabs, no spaces inside a token); 
 
 import os
 import shutil
-import tempfile
 from typing import List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from recbole_mm.data.atomic_files import atomic_write, publish_dir, write_index_file
-from recbole_mm.prepare.common import PrepareError, check_same_dataset, domain_files, write_text_file
+from recbole_mm.prepare.common import PrepareError, domain_files, start_dataset_dir, write_text_file
 
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\tquery:token_seq\n"
 ITEM_HEADER = "item_id:token\tdummy_query:token_seq\n"
@@ -83,14 +82,9 @@ def write_long_sequence_dataset(
     if inter["query"].str.contains("\t", regex=False).any():
         raise PrepareError(f"{name}: a query holds a tab character, which would break the .inter file")
     expected = domain_files(name, user_ids, item_ids)
-    if os.path.isdir(target) and check_same_dataset(target, expected):
+    work = start_dataset_dir(data_path, name, expected)
+    if work is None:
         return target, True
-    if os.path.exists(target) and os.listdir(target):
-        raise PrepareError(
-            f"{target} exists and is not empty, but holds no dataset '{name}'; choose another --name or remove it"
-        )
-    os.makedirs(data_path, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
     try:
         with atomic_write(os.path.join(work, f"{name}.inter")) as f:
             f.write(INTER_HEADER)
