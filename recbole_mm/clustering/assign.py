@@ -8,7 +8,7 @@ Triton kernel of :mod:`recbole_mm.clustering.fused_assign` does the products and
 """
 
 import contextlib
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
