@@ -7,6 +7,7 @@ examples) appears in one summary line per step. Anything that would overwrite a 
 a file a user made, is an error instead.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -222,6 +223,20 @@ def start_dataset_dir(data_path: str, name: str, expected: Dict[str, str]) -> Op
     return tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
 
 
+@contextlib.contextmanager
+def publishing(work: str, target: str):
+    """Write a dataset into the work folder of :func:`start_dataset_dir` inside the block; on leaving it, the work
+    folder replaces ``target`` (an empty folder, checked there) in one rename, or is removed if the block failed."""
+    try:
+        yield work
+        if os.path.isdir(target):
+            os.rmdir(target)
+        publish_dir(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def write_dataset(data_path: str, name: str, domains: List[dict], max_history: int = MAX_HISTORY) -> Tuple[str, bool]:
     """Write a pre-split dataset ``<data_path>/<name>/``, or confirm an identical one is there.
 
@@ -248,7 +263,7 @@ def write_dataset(data_path: str, name: str, domains: List[dict], max_history: i
     work = start_dataset_dir(data_path, name, expected)
     if work is None:
         return target, True
-    try:
+    with publishing(work, target):
         merged = {"train": [], "valid": [], "test": []}
         for k, d in enumerate(domains):
             splits = leave_one_out(d["sequences"], max_history)
@@ -259,12 +274,6 @@ def write_dataset(data_path: str, name: str, domains: List[dict], max_history: i
         if not single:
             with atomic_write(os.path.join(work, f"{name}.pt_datasets")) as f:
                 f.write(expected[f"{name}.pt_datasets"])
-        if os.path.isdir(target):
-            os.rmdir(target)  # empty, checked above
-        publish_dir(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return target, False
 
 

@@ -14,14 +14,13 @@ Queries are space-separated keyword tokens (no tabs, no spaces inside a token); 
 """
 
 import os
-import shutil
 from typing import List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from recbole_mm.data.atomic_files import atomic_write, publish_dir, write_index_file
-from recbole_mm.prepare.common import PrepareError, domain_files, start_dataset_dir, write_text_file
+from recbole_mm.data.atomic_files import atomic_write, write_index_file
+from recbole_mm.prepare.common import PrepareError, domain_files, publishing, start_dataset_dir, write_text_file
 
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\tquery:token_seq\n"
 ITEM_HEADER = "item_id:token\tdummy_query:token_seq\n"
@@ -85,7 +84,7 @@ def write_long_sequence_dataset(
     work = start_dataset_dir(data_path, name, expected)
     if work is None:
         return target, True
-    try:
+    with publishing(work, target):
         with atomic_write(os.path.join(work, f"{name}.inter")) as f:
             f.write(INTER_HEADER)
             stamps = inter["timestamp"].to_numpy()
@@ -100,12 +99,6 @@ def write_long_sequence_dataset(
                 f.writelines(f"{i}\t{q}\n" for i, q in enumerate(dummy_queries))
         if texts is not None:
             write_text_file(os.path.join(work, f"{name}.text"), item_ids, texts)
-        if os.path.isdir(target):
-            os.rmdir(target)  # empty, checked above
-        publish_dir(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return target, False
 
 
