@@ -16,6 +16,7 @@ interrupted build never leaves a half-written file under the final name.
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -145,3 +146,14 @@ def write_feature_file(path: str, features: np.ndarray, encoder: str, extra: Dic
     with atomic_write(path + ".json") as f:
         json.dump(sidecar, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def link_files(source: str, target: str, keep=lambda name: True) -> None:
+    """Hard-link (or copy, across file systems) every file of folder ``source`` whose name ``keep`` accepts into
+    the existing folder ``target``."""
+    for entry in os.listdir(source):
+        if keep(entry):
+            try:
+                os.link(os.path.join(source, entry), os.path.join(target, entry))
+            except OSError:
+                shutil.copy(os.path.join(source, entry), os.path.join(target, entry))

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_mm.prepare import ml100k_mm
-from recbole_mm.data.atomic_files import atomic_write, publish_dir, write_feature_file
+from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir, write_feature_file
 from recbole_mm.data.features import open_feature_file
 from recbole_mm.prepare.common import PrepareError, read_index_file, write_config, write_dataset
 from recbole_mm.prepare.encode import word_drop
@@ -173,12 +173,7 @@ def copy_slice(source_data_path: str, data_path: str, name: str, n_users: int, m
     below ``n_users`` and each one's last ``max_rows`` rows per file. Returns the new folder."""
     source, target = os.path.join(source_data_path, name), os.path.join(data_path, name)
     os.makedirs(target)
-    for entry in os.listdir(source):
-        if not entry.endswith(".inter"):
-            try:
-                os.link(os.path.join(source, entry), os.path.join(target, entry))
-            except OSError:
-                shutil.copy(os.path.join(source, entry), os.path.join(target, entry))
+    link_files(source, target, keep=lambda entry: not entry.endswith(".inter"))
     for part in ("train", "valid", "test"):
         path = os.path.join(source, f"{name}.{part}.inter")
         if os.path.isfile(path):

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 import yaml
 
-from recbole_mm.data.atomic_files import atomic_write, publish_dir
+from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir
 from recbole_mm.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -119,12 +119,7 @@ def cut_dataset(
     os.makedirs(data_path, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=data_path)
     try:
-        for entry in os.listdir(source):
-            if not entry.endswith(".inter"):
-                try:
-                    os.link(os.path.join(source, entry), os.path.join(tmp, entry))
-                except OSError:
-                    shutil.copy(os.path.join(source, entry), os.path.join(tmp, entry))
+        link_files(source, tmp, keep=lambda entry: not entry.endswith(".inter"))
         for part in ("train", "valid", "test"):
             path = os.path.join(source, f"{name}.{part}.inter")
             if not os.path.isfile(path):
