@@ -11,8 +11,14 @@ them (``batch time x batches per epoch + regeneration``) and printed as such. Th
 matrix and its transpose as dense float32 ``U x I`` tensors on the device (``2 x U x I x 4`` bytes), printed beside;
 ``--dense-peer`` allocates them too and runs the same batches again on top of them (the measured peak with them).
 
+``--epochs N`` instead trains whole epochs through ``MMSSLTrainer.fit`` (every batch, the graph regeneration, the
+full-ranking validation after each epoch) and tests the best epoch once: measured epoch, validation and test times
+and the peak resident memory of the whole run, no extrapolation. The interactions are random, so the metrics it
+prints are near chance; the run shows the cost, not the accuracy.
+
     python bench/mmssl_memory.py --size baby --batches 2 --dense-peer
     python bench/mmssl_memory.py --size sports --batches 1
+    python bench/mmssl_memory.py --size baby --epochs 1
 """
 
 import argparse
@@ -60,11 +66,58 @@ def reset_peak() -> None:
         f.write("5")
 
 
+def timed(log, name, function):
+    """``function`` wrapped to append ``(name, wall s, CPU s)`` to ``log`` at each call."""
+
+    def wrapper(*args, **kwargs):
+        start, cpu = time.perf_counter(), time.process_time()
+        result = function(*args, **kwargs)
+        log.append((name, time.perf_counter() - start, time.process_time() - cpu))
+        return result
+
+    return wrapper
+
+
+def whole_epochs(args, model, trainer, train, valid, test) -> None:
+    """Train ``args.epochs`` whole epochs with validation after each, test the best epoch; print measured figures."""
+    log = []
+    trainer._train_epoch = timed(log, "train", trainer._train_epoch)
+    trainer._valid_epoch = timed(log, "valid", trainer._valid_epoch)
+    before = rss("VmRSS")
+    reset_peak()
+    start, cpu = time.perf_counter(), time.process_time()
+    best_score, best_valid = trainer.fit(train, valid, saved=True, show_progress=False)
+    fit, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    tested, tested_cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = rss("VmHWM")
+    dense = 2 * (model.n_users - 1) * (model.n_items - 1) * 4
+    print(
+        f"{args.size}: {model.n_users - 1:,} users x {model.n_items - 1:,} items, {len(train.dataset):,} training "
+        f"interactions, {len(train)} batches of {train.batch_size} per epoch, {torch.get_num_threads()} threads"
+    )
+    for epoch, ((_, wall_t, cpu_t), (_, wall_v, cpu_v)) in enumerate(zip(log[0::2], log[1::2])):
+        print(
+            f"  epoch {epoch}: training {wall_t:.1f} s wall, {cpu_t:.1f} s CPU (every batch + the graph "
+            f"regeneration); validation {wall_v:.1f} s wall, {cpu_v:.1f} s CPU"
+        )
+    print(f"  fit: {fit:.1f} s wall, {fit_cpu:.1f} s CPU; test of the best epoch: {tested:.1f} s wall, {tested_cpu:.1f} s CPU")
+    print(f"  best valid: {dict(best_valid)}")
+    print(f"  test:       {dict(result)}")
+    print(f"  peak RSS of the run: {peak / 2**30:.2f} GiB (RSS before training {before / 2**30:.2f} GiB)")
+    print(f"  reference's dense U x I: {dense / 2**30:.2f} GiB (R and R^T as float32: 2 x U x I x 4 bytes)")
+    print(f"  load average: {os.getloadavg()[0]:.1f} (other processes on the machine)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="baby")
     parser.add_argument("--batches", type=int, default=3, help="training batches timed (the epoch is extrapolated)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="train this many whole epochs with validation, then test (measured)"
+    )
     parser.add_argument(
         "--dense-peer", action="store_true", help="also run the batches again holding the dense U x I tensors"
     )
@@ -93,12 +146,17 @@ def main():
                 "show_progress": False,
                 "state": "ERROR",
                 "mmssl_preset": args.size,
+                "epochs": max(args.epochs, 1),
+                "eval_step": 1,
             },
         )
         dataset = create_dataset(config)
         train, valid, test = data_preparation(config, dataset)
         model = get_model("MMSSL")(config, train.dataset)
         trainer = MMSSLTrainer(config, model)
+        if args.epochs:
+            whole_epochs(args, model, trainer, train, valid, test)
+            return
         batches = []
         for batch in train:
             batches.append(batch)

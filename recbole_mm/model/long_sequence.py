@@ -38,7 +38,9 @@ Departures (``reference_compat: True`` restores those marked *compat*):
 
 * Candidates are scored as a batch: the history is embedded and projected once per user, every candidate's
   retrieval is a top-K over a ``[B, C, G, L]`` score tensor, and the ESU reads its set through a mask over the
-  ``L`` positions (the same softmax as over the gathered ``K``). The reference loops over candidates in Python,
+  ``L`` positions (the same softmax as over the gathered ``K``). The ESU's query projection is folded into the
+  key side and its value projections into the output projection (``W_q^T W_k``, ``W_o^h W_v^h``: the same
+  attention, the products associated differently), so a candidate costs two ``[H L]``-wide dot products. The reference loops over candidates in Python,
   re-projecting the history for each. ``batch_candidates: False`` scores one candidate at a time with the same
   code (for the speed comparison). Evaluation rows that share a history (RecBole's ``uniN`` layout) are
   grouped back into one user with ``C`` candidates.
@@ -101,7 +103,7 @@ class Retrieval:
         select: ``[B, C, G, L]`` bool, the retrieved positions; ``G = 1`` (every ESU head reads the same set) or
             ``G = num_heads`` (head ``h`` reads set ``h``).
         logits: optional ``[B, C, H, L]`` ESU logits the GSU already computed with the ESU's own projections
-            (TWIN's consistency-preserving search); the ESU reuses them.
+            (TWIN's consistency-preserving search); the ESU reuses them (and, without gradients, overwrites them).
         aux: optional ``[B, C]`` auxiliary logits trained with their own BCE (SIM's GSU loss).
     """
 
@@ -113,13 +115,6 @@ class Retrieval:
 def mlp_head(in_size: int, hidden_size: int) -> nn.Sequential:
     """``Linear(in_size, hidden_size) -> ReLU -> Linear(hidden_size, 1)``, PyTorch's default init."""
     return nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
-
-
-def stacked_heads(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    r"""Apply ``H`` linear layers ``D_in -> D_out`` to ``x [..., D_in]`` as one matrix product: ``[..., H, D_out]``."""
-    weight = torch.cat([layer.weight for layer in layers])  # [H * D_out, D_in]
-    bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
-    return F.linear(x, weight, bias).unflatten(-1, (len(layers), -1))
 
 
 class LongSequenceRecommender(SequentialRecommender):
@@ -346,13 +341,49 @@ class LongSequenceRecommender(SequentialRecommender):
         index = scores.topk(k, dim=-1, sorted=False).indices
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, index, True)
 
+    def folded_query_key(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""The ESU's query projection folded into its key projection: ``(weight [H (D+1), D], bias [H (D+1)])``.
+
+        Head ``h`` contributes ``D + 1`` rows: ``A_h = W_q^h^T W_k^h`` with bias ``W_q^h^T b_k^h``, then the row
+        ``(W_k^h^T b_q^h)^T`` with bias ``b_q^h . b_k^h``, all divided by ``sqrt(D)``. For a history vector ``s``
+        the head's block ``m_h(s)`` satisfies ``[t, 1] . m_h(s) = (W_q^h t + b_q^h) . (W_k^h s + b_k^h) / sqrt(D)``:
+        the candidates need no projection of their own.
+        """
+        weights, biases = [], []
+        for q, k in zip(self.w_q, self.w_k):
+            q_bias = q.bias if q.bias is not None else q.weight.new_zeros(q.weight.shape[0])
+            k_bias = k.bias if k.bias is not None else k.weight.new_zeros(k.weight.shape[0])
+            weights += [q.weight.t() @ k.weight, (k.weight.t() @ q_bias).unsqueeze(0)]
+            biases += [q.weight.t() @ k_bias, (q_bias @ k_bias).unsqueeze(0)]
+        scale = 1.0 / math.sqrt(self.hidden_size)
+        return torch.cat(weights) * scale, torch.cat(biases) * scale
+
+    def folded_value_output(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""The ESU's value projections folded into its output projection: ``(weight [H D, D], bias [H D])``, head
+        ``h``'s block ``W_o^h W_v^h`` with bias ``W_o^h b_v^h`` (``W_o^h``: the columns of ``W_o`` that read head
+        ``h``). Attention weights that sum to one give ``W_o [head_1; ...; head_H] = sum_h sum_l a_hl u_h(s_l)``
+        (without ``b_o``)."""
+        weights, biases = [], []
+        for h, v in enumerate(self.w_v):
+            out = self.w_o.weight[:, h * self.hidden_size : (h + 1) * self.hidden_size]  # [D, D]
+            weights.append(out @ v.weight)
+            biases.append(out @ v.bias if v.bias is not None else out.new_zeros(out.shape[0]))
+        return torch.cat(weights), torch.cat(biases)
+
     def attention_logits(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        r"""Per-head target-attention logits ``(W_q^h t) . (W_k^h s_l) / sqrt(D)``, ``[B, C, H, L]``, for
-        ``values [B, L, D]`` and ``target [B, C, D]``."""
-        q = stacked_heads(self.w_q, target).transpose(1, 2)  # [B, H, C, D]
-        k = stacked_heads(self.w_k, values).permute(0, 2, 3, 1)  # [B, H, D, L]
-        # computed as [B, H, C, L] (one matrix product per user and head), returned as its [B, C, H, L] view
-        return torch.matmul(q, k).div_(math.sqrt(self.hidden_size)).transpose(1, 2)
+        r"""Per-head target-attention logits ``(W_q^h t + b_q^h) . (W_k^h s_l + b_k^h) / sqrt(D)``, ``[B, C, H, L]``
+        (contiguous), for ``values [B, L, D]`` and ``target [B, C, D]``.
+
+        Computed as ``[t, 1] . m_h(s_l)`` (:meth:`folded_query_key`): the history side is projected once per user,
+        and each user's candidates take one ``[C, D+1] x [D+1, H L]`` product.
+        """
+        batch, length, _ = values.shape
+        heads = len(self.w_q)
+        weight, bias = self.folded_query_key()
+        keys = F.linear(values, weight, bias).view(batch, length, heads, -1)  # [B, L, H, D+1]
+        keys = keys.permute(0, 3, 2, 1).reshape(batch, -1, heads * length)  # [B, D+1, H L]
+        queries = F.pad(target, (0, 1), value=1.0)  # [B, C, D+1]
+        return torch.bmm(queries, keys).view(batch, target.shape[1], heads, length)
 
     def esu(
         self,
@@ -369,22 +400,28 @@ class LongSequenceRecommender(SequentialRecommender):
             target: ``[B, C, D]`` candidates.
             select: ``[B, C, G, L]`` bool retrieved sets (``G`` 1 or ``H``).
             valid: ``[B, L]`` bool real positions; padding is masked unless ``reference_compat``.
-            logits: optional precomputed :meth:`attention_logits`.
+            logits: optional precomputed :meth:`attention_logits`; without gradients they are overwritten.
 
         Returns:
-            ``[B, C, D]``: ``W_o [head_1; ...; head_H]``, ``head_h = sum_l softmax(logits)_l W_v^h s_l``.
+            ``[B, C, D]``: ``W_o [head_1; ...; head_H] + b_o``, ``head_h = sum_l softmax(logits)_l (W_v^h s_l + b_v^h)``
+            over the set; a set without a real position reads ``head_h = 0``. Computed as one ``[C, H L] x [H L, D]``
+            product per user with :meth:`folded_value_output`.
         """
         if logits is None:
             logits = self.attention_logits(values, target)
+        batch, candidates, heads, length = logits.shape
         keep = select if self.reference_compat else select & valid[:, None, None, :]
-        keep = keep.transpose(1, 2)  # [B, G, C, L]: the layout of the products below
         # dropped positions get exp(finfo.min - max) = 0 exactly, unless the set holds none of the positions
-        weights = torch.softmax(logits.transpose(1, 2).masked_fill(~keep, torch.finfo(logits.dtype).min), dim=-1)
-        v = stacked_heads(self.w_v, values).transpose(1, 2)  # [B, H, L, D]
-        heads = torch.matmul(weights, v)  # [B, H, C, D]
-        empty = ~keep.any(dim=-1, keepdim=True)  # [B, G, C, 1]: such a set (its softmax uniform) reads zeros
-        heads = heads.masked_fill(empty, 0.0) if heads.requires_grad else heads.masked_fill_(empty, 0.0)
-        return self.w_o(heads.transpose(1, 2).flatten(-2))
+        low = torch.finfo(logits.dtype).min
+        masked = logits.masked_fill(~keep, low) if logits.requires_grad else logits.masked_fill_(~keep, low)
+        weights = torch.softmax(masked, dim=-1)
+        empty = ~keep.any(dim=-1, keepdim=True)  # [B, C, G, 1]: such a set (its softmax uniform) reads zeros
+        weights = weights.masked_fill(empty, 0.0) if weights.requires_grad else weights.masked_fill_(empty, 0.0)
+        weight, bias = self.folded_value_output()
+        outputs = F.linear(values, weight, bias).view(batch, length, heads, -1)  # [B, L, H, D]
+        outputs = outputs.transpose(1, 2).reshape(batch, heads * length, -1)  # [B, H L, D]
+        out = torch.bmm(weights.reshape(batch, candidates, heads * length), outputs)
+        return out + self.w_o.bias if self.w_o.bias is not None else out
 
     def score(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, Retrieval]:
         r"""Logits ``[B, C]`` of ``C`` candidates per history (``items [B, C]``, ``tokens [B, C, Q]``), and the
