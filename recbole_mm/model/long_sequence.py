@@ -414,9 +414,11 @@ class LongSequenceRecommender(SequentialRecommender):
         # dropped positions get exp(finfo.min - max) = 0 exactly, unless the set holds none of the positions
         low = torch.finfo(logits.dtype).min
         masked = logits.masked_fill(~keep, low) if logits.requires_grad else logits.masked_fill_(~keep, low)
+        # [B, C, H, 1]: a set without a kept position (its softmax uniform) reads zeros; kept logits are finite
+        empty = masked.amax(dim=-1, keepdim=True) == low
         weights = torch.softmax(masked, dim=-1)
-        empty = ~keep.any(dim=-1, keepdim=True)  # [B, C, G, 1]: such a set (its softmax uniform) reads zeros
-        weights = weights.masked_fill(empty, 0.0) if weights.requires_grad else weights.masked_fill_(empty, 0.0)
+        if bool(empty.any()):
+            weights = weights.masked_fill(empty, 0.0) if weights.requires_grad else weights.masked_fill_(empty, 0.0)
         weight, bias = self.folded_value_output()
         outputs = F.linear(values, weight, bias).view(batch, length, heads, -1)  # [B, L, H, D]
         outputs = outputs.transpose(1, 2).reshape(batch, heads * length, -1)  # [B, H L, D]
