@@ -167,9 +167,18 @@ def main():
         params = sum(p.numel() for p in model.parameters())
         critic = sum(p.numel() for p in model.critic.parameters())
         before = rss("VmRSS")
+        marks = []  # process CPU time at the end of every batch (MMSSL.after_batch runs last in each step)
+        after_batch = model.after_batch
+
+        def marked(step):
+            after_batch(step)
+            marks.append(time.process_time())
+
+        model.after_batch = marked
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         trainer._train_epoch(batches, 0)  # the batches, then the graph regeneration for every user
+        batch_cpu = np.diff([cpu] + marks[: len(batches)])
         both, both_cpu = time.perf_counter() - start, time.process_time() - cpu
         start, cpu = time.perf_counter(), time.process_time()
         model.regenerate_graphs()
@@ -202,7 +211,10 @@ def main():
                 f"  peak with them held:      {peak_dense / 2**30:.2f} GiB (same batches; "
                 f"{peak_dense / peak:.2f}x ours)"
             )
-        print(f"  time per batch:           {per_batch:.1f} s wall, {per_batch_cpu:.1f} s CPU (mean of {len(batches)})")
+        print(
+            f"  time per batch:           {per_batch:.1f} s wall, {per_batch_cpu:.1f} s CPU (mean of {len(batches)}; "
+            f"CPU {batch_cpu.min():.1f} to {batch_cpu.max():.1f} s)"
+        )
         print(f"  graph regeneration:       {regen:.1f} s wall, {regen_cpu:.1f} s CPU (every user, once per epoch)")
         print(
             f"  epoch (extrapolated):     {per_batch * n_batches + regen:.0f} s wall = {n_batches} x {per_batch:.1f} s "
