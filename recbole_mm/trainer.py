@@ -273,7 +273,7 @@ class MMSSLTrainer(AtomicCheckpointMixin, Trainer):
                 clip_grad_norm_(model.recommender_parameters(), **self.clip_grad_norm)
             self.optimizer.step()
             model.after_batch(step)
-            values = [float(p) for p in parts] + [critic_value]
+            values = [float(p.detach()) for p in parts] + [critic_value]
             totals = values if totals is None else [a + b for a, b in zip(totals, values)]
         model.regenerate_graphs()
         if model.skipped_critic_batches:
