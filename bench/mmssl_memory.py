@@ -7,7 +7,7 @@ dataset, dataloader and :class:`recbole_mm.trainer.MMSSLTrainer` (default settin
 
 Measured: the peak resident memory while training (``VmHWM``, reset after the model and data are built), the time of
 ``--batches`` training batches and of the once-per-epoch graph regeneration. The epoch time is extrapolated from
-them (``batch time x batches per epoch + regeneration``) and printed as such. The reference keeps the interaction
+them (``mean batch time x batches per epoch + regeneration``) and printed as such. The reference keeps the interaction
 matrix and its transpose as dense float32 ``U x I`` tensors on the device (``2 x U x I x 4`` bytes), printed beside;
 ``--dense-peer`` allocates them too and runs the same batches again on top of them (the measured peak with them).
 
@@ -167,19 +167,20 @@ def main():
         params = sum(p.numel() for p in model.parameters())
         critic = sum(p.numel() for p in model.critic.parameters())
         before = rss("VmRSS")
-        marks = []  # process CPU time at the end of every batch (MMSSL.after_batch runs last in each step)
+        marks = []  # (wall, process CPU) times at the end of every batch (MMSSL.after_batch runs last in each step)
         after_batch = model.after_batch
 
         def marked(step):
             after_batch(step)
-            marks.append(time.process_time())
+            marks.append((time.perf_counter(), time.process_time()))
 
         model.after_batch = marked
         reset_peak()
         start, cpu = time.perf_counter(), time.process_time()
         trainer._train_epoch(batches, 0)  # the batches, then the graph regeneration for every user
-        batch_cpu = np.diff([cpu] + marks[: len(batches)])
-        both, both_cpu = time.perf_counter() - start, time.process_time() - cpu
+        timed_marks = np.array([(start, cpu)] + marks[: len(batches)])
+        batch_wall, batch_cpu = np.diff(timed_marks[:, 0]), np.diff(timed_marks[:, 1])
+        both_cpu = time.process_time() - cpu
         start, cpu = time.perf_counter(), time.process_time()
         model.regenerate_graphs()
         regen, regen_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -195,8 +196,7 @@ def main():
             trainer._train_epoch(batches, 0)
             peak_dense = rss("VmHWM")
             del dense_r, dense_rt
-        per_batch = (both - regen) / len(batches)
-        per_batch_cpu = (both_cpu - regen_cpu) / len(batches)
+        per_batch, per_batch_cpu = batch_wall.mean(), batch_cpu.mean()
         dense = 2 * (model.n_users - 1) * (model.n_items - 1) * 4
         users_per_batch = np.mean([len(torch.unique(b[model.USER_ID])) for b in batches])
         print(
@@ -215,7 +215,10 @@ def main():
             f"  time per batch:           {per_batch:.1f} s wall, {per_batch_cpu:.1f} s CPU (mean of {len(batches)}; "
             f"CPU {batch_cpu.min():.1f} to {batch_cpu.max():.1f} s)"
         )
-        print(f"  graph regeneration:       {regen:.1f} s wall, {regen_cpu:.1f} s CPU (every user, once per epoch)")
+        print(
+            f"  graph regeneration:       {regen:.1f} s wall, {regen_cpu:.1f} s CPU (every user, once per epoch; "
+            f"{both_cpu - batch_cpu.sum():.1f} s CPU at the end of the timed batches)"
+        )
         print(
             f"  epoch (extrapolated):     {per_batch * n_batches + regen:.0f} s wall = {n_batches} x {per_batch:.1f} s "
             f"+ {regen:.1f} s ({per_batch_cpu * n_batches + regen_cpu:.0f} s CPU)"
