@@ -11,6 +11,9 @@ them (``mean batch time x batches per epoch + regeneration``) and printed as suc
 matrix and its transpose as dense float32 ``U x I`` tensors on the device (``2 x U x I x 4`` bytes), printed beside;
 ``--dense-peer`` allocates them too and runs the same batches again on top of them (the measured peak with them).
 
+``--after-regeneration`` installs the generated graphs first, so the timed batches are those of every epoch after
+the first (the first epoch's batches propagate over the training graph only).
+
 ``--epochs N`` instead trains whole epochs through ``MMSSLTrainer.fit`` (every batch, the graph regeneration, the
 full-ranking validation after each epoch) and tests the best epoch once: measured epoch, validation and test times
 and the peak resident memory of the whole run, no extrapolation. The interactions are random, so the metrics it
@@ -116,6 +119,11 @@ def main():
     parser.add_argument("--batches", type=int, default=3, help="training batches timed (the epoch is extrapolated)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--after-regeneration",
+        action="store_true",
+        help="regenerate the graphs before timing: the batches of every epoch after the first",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=0, help="train this many whole epochs with validation, then test (measured)"
     )
     parser.add_argument(
@@ -166,6 +174,10 @@ def main():
         n_batches = len(train)
         params = sum(p.numel() for p in model.parameters())
         critic = sum(p.numel() for p in model.critic.parameters())
+        if args.after_regeneration:  # later epochs propagate over the generated graphs installed by the first
+            model.regenerate_graphs()
+            edges = {m: len(p[0]) for m, p in model.generated.items() if p is not None}
+            print(f"  generated graphs installed before timing: {edges} user-item pairs")
         before = rss("VmRSS")
         marks = []  # (wall, process CPU) times at the end of every batch (MMSSL.after_batch runs last in each step)
         after_batch = model.after_batch
