@@ -40,8 +40,8 @@ Departures (``reference_compat: True`` restores those marked *compat*):
   retrieval is a top-K over a ``[B, C, G, L]`` score tensor, and the ESU reads its set through a mask over the
   ``L`` positions (the same softmax as over the gathered ``K``). The ESU's query projection is folded into the
   key side and its value projections into the output projection (``W_q^T W_k``, ``W_o^h W_v^h``: the same
-  attention, the products associated differently), so a candidate costs two ``[H L]``-wide dot products. The reference loops over candidates in Python,
-  re-projecting the history for each. ``batch_candidates: False`` scores one candidate at a time with the same
+  attention, the products associated differently), so a candidate costs two ``[H L]``-wide dot products. The
+  reference loops over candidates in Python, re-projecting the history for each. ``batch_candidates: False`` scores one candidate at a time with the same
   code (for the speed comparison). Evaluation rows that share a history (RecBole's ``uniN`` layout) are
   grouped back into one user with ``C`` candidates.
 * B1 (*compat*): the modality tables are the dataset's features. The reference's init overwrote its CLIP
@@ -351,10 +351,8 @@ class LongSequenceRecommender(SequentialRecommender):
         """
         weights, biases = [], []
         for q, k in zip(self.w_q, self.w_k):
-            q_bias = q.bias if q.bias is not None else q.weight.new_zeros(q.weight.shape[0])
-            k_bias = k.bias if k.bias is not None else k.weight.new_zeros(k.weight.shape[0])
-            weights += [q.weight.t() @ k.weight, (k.weight.t() @ q_bias).unsqueeze(0)]
-            biases += [q.weight.t() @ k_bias, (q_bias @ k_bias).unsqueeze(0)]
+            weights += [q.weight.t() @ k.weight, (k.weight.t() @ q.bias).unsqueeze(0)]
+            biases += [q.weight.t() @ k.bias, (q.bias @ k.bias).unsqueeze(0)]
         scale = 1.0 / math.sqrt(self.hidden_size)
         return torch.cat(weights) * scale, torch.cat(biases) * scale
 
@@ -367,7 +365,7 @@ class LongSequenceRecommender(SequentialRecommender):
         for h, v in enumerate(self.w_v):
             out = self.w_o.weight[:, h * self.hidden_size : (h + 1) * self.hidden_size]  # [D, D]
             weights.append(out @ v.weight)
-            biases.append(out @ v.bias if v.bias is not None else out.new_zeros(out.shape[0]))
+            biases.append(out @ v.bias)
         return torch.cat(weights), torch.cat(biases)
 
     def attention_logits(self, values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -423,7 +421,7 @@ class LongSequenceRecommender(SequentialRecommender):
         outputs = F.linear(values, weight, bias).view(batch, length, heads, -1)  # [B, L, H, D]
         outputs = outputs.transpose(1, 2).reshape(batch, heads * length, -1)  # [B, H L, D]
         out = torch.bmm(weights.reshape(batch, candidates, heads * length), outputs)
-        return out + self.w_o.bias if self.w_o.bias is not None else out
+        return out + self.w_o.bias
 
     def score(self, history: History, items: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, Retrieval]:
         r"""Logits ``[B, C]`` of ``C`` candidates per history (``items [B, C]``, ``tokens [B, C, Q]``), and the

@@ -486,11 +486,6 @@ class MMSSL(GraphRecommender):
             return
         was_training = self.training
         self.eval()
-        with torch.no_grad():  # only the indices of the top-k items are kept
-            self._regenerate()
-        self.train(was_training)
-
-    def _regenerate(self) -> None:
         out = self.forward()
         degree = self.train_indptr[1:] - self.train_indptr[:-1]
         active = torch.nonzero(degree > 0).view(-1)
@@ -507,6 +502,7 @@ class MMSSL(GraphRecommender):
                 pairs[m][1].append(items[keep])
         for m in self.modalities:
             self.install_graph(m, torch.cat(pairs[m][0]), torch.cat(pairs[m][1]))
+        self.train(was_training)
 
     def reference_batches(self, generator: torch.Generator):
         """Compat mode's batches, as the reference draws them: ``n_train // train_batch_size + 1`` batches of
