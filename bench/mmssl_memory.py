@@ -105,7 +105,10 @@ def whole_epochs(args, model, trainer, train, valid, test) -> None:
             f"  epoch {epoch}: training {wall_t:.1f} s wall, {cpu_t:.1f} s CPU (every batch + the graph "
             f"regeneration); validation {wall_v:.1f} s wall, {cpu_v:.1f} s CPU"
         )
-    print(f"  fit: {fit:.1f} s wall, {fit_cpu:.1f} s CPU; test of the best epoch: {tested:.1f} s wall, {tested_cpu:.1f} s CPU")
+    print(
+        f"  fit: {fit:.1f} s wall, {fit_cpu:.1f} s CPU; test of the best epoch: {tested:.1f} s wall, "
+        f"{tested_cpu:.1f} s CPU"
+    )
     print(f"  best valid: {dict(best_valid)}")
     print(f"  test:       {dict(result)}")
     print(f"  peak RSS of the run: {peak / 2**30:.2f} GiB (RSS before training {before / 2**30:.2f} GiB)")
@@ -192,7 +195,7 @@ def main():
         trainer._train_epoch(batches, 0)  # the batches, then the graph regeneration for every user
         timed_marks = np.array([(start, cpu)] + marks[: len(batches)])
         batch_wall, batch_cpu = np.diff(timed_marks[:, 0]), np.diff(timed_marks[:, 1])
-        both_cpu = time.process_time() - cpu
+        epoch_cpu = time.process_time() - cpu
         start, cpu = time.perf_counter(), time.process_time()
         model.regenerate_graphs()
         regen, regen_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -213,7 +216,8 @@ def main():
         users_per_batch = np.mean([len(torch.unique(b[model.USER_ID])) for b in batches])
         print(
             f"{args.size}: {model.n_users - 1:,} users x {model.n_items - 1:,} items, {n_train:,} training "
-            f"interactions, {n_batches} batches of 1024 per epoch ({users_per_batch:.0f} distinct users per batch), "
+            f"interactions, {n_batches} batches of {train.batch_size} per epoch ({users_per_batch:.0f} distinct users per "
+            f"batch), "
             f"{params / 1e6:.1f} M parameters ({critic / 1e6:.1f} M in the critic), {torch.get_num_threads()} threads"
         )
         print(f"  peak RSS while training:  {peak / 2**30:.2f} GiB (RSS before training {before / 2**30:.2f} GiB)")
@@ -229,7 +233,7 @@ def main():
         )
         print(
             f"  graph regeneration:       {regen:.1f} s wall, {regen_cpu:.1f} s CPU (every user, once per epoch; "
-            f"{both_cpu - batch_cpu.sum():.1f} s CPU at the end of the timed batches)"
+            f"{epoch_cpu - batch_cpu.sum():.1f} s CPU at the end of the timed batches)"
         )
         print(
             f"  epoch (extrapolated):     {per_batch * n_batches + regen:.0f} s wall = {n_batches} x {per_batch:.1f} s "
