@@ -36,7 +36,10 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     model, dataset, config_files = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbole_mm import compat
     from recbole_mm.errors import RecBoleMMError
+
+    compat.apply()
     from recbole_mm.quick_start import run_recbole_mm
 
     try:

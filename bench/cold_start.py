@@ -26,7 +26,7 @@ from recbole_mm.config import Config  # noqa: E402
 from recbole_mm.data.utils import create_dataset, data_preparation  # noqa: E402
 from recbole_mm.prepare import ml100k_mm_cold  # noqa: E402
 from recbole_mm.prepare.ml100k_mm_domains import copy_slice  # noqa: E402
-from recbole_mm.utils import get_model, get_trainer  # noqa: E402
+from recbole_mm.registry import get_model, get_trainer  # noqa: E402
 
 MODELS = {  # width 32 for every model; SASRec reads its pre-split histories unshortened (up to 50)
     "PMMRec": {"embedding_dim": 32, "fusion_heads": 2, "mask_history": False},

@@ -74,7 +74,7 @@ def build(args, name, model, **extra):
     from recbole_mm.data.utils import create_dataset, data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mm.utils import get_model
+    from recbole_mm.registry import get_model
 
     config = Config(model=model, config_dict=settings(args, name, model, **extra))
     init_seed(config["seed"], True)
@@ -105,7 +105,7 @@ def essential_seconds(net, batch):
 
 
 def measure(args, name, model):
-    from recbole_mm.utils import get_trainer
+    from recbole_mm.registry import get_trainer
 
     config, train, valid, net = build(args, name, model)
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
@@ -171,7 +171,7 @@ def pq_loss(paths):
     from recbole.utils import init_seed
 
     from recbole_mm.quick_start import load_data_and_model
-    from recbole_mm.utils import get_trainer
+    from recbole_mm.registry import get_trainer
 
     rows = []
     for path in paths:

@@ -37,8 +37,8 @@ from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, writ
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
-from recbole_mm.trainer import MISSRecTrainer
-from recbole_mm.utils import compile_training_loss, set_tf32_matmul
+from recbole_mm.trainer import PretrainTrainer
+from recbole_mm.runtime import compile_training_loss, set_tf32_matmul
 
 PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM, MILLION = 446_975, 87_346, 25_986, 512, 1_000_000
 
@@ -122,8 +122,8 @@ def bench_discovery(args):
     print(f"   peak GPU memory: {peak_memory(device)}")
 
 
-class RecBoleLoopTrainer(MISSRecTrainer):
-    """The peer of MISSRecTrainer's epoch: RecBole's own loop, which reads every step's loss back to the host."""
+class RecBoleLoopTrainer(PretrainTrainer):
+    """The peer of PretrainTrainer's epoch: RecBole's own loop, which reads every step's loss back to the host."""
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.discover_interests(epoch_idx)
@@ -131,13 +131,13 @@ class RecBoleLoopTrainer(MISSRecTrainer):
 
 
 VARIANTS = {  # label -> (train_data_on_device, allow_tf32, enable_amp, compile_mode, trainer class)
-    "RecBole loader, fp32 (defaults)": (False, False, False, None, MISSRecTrainer),
-    "RecBole loader, TF32": (False, True, False, None, MISSRecTrainer),
-    "device batches, TF32": (True, True, False, None, MISSRecTrainer),
+    "RecBole loader, fp32 (defaults)": (False, False, False, None, PretrainTrainer),
+    "RecBole loader, TF32": (False, True, False, None, PretrainTrainer),
+    "device batches, TF32": (True, True, False, None, PretrainTrainer),
     "device batches, TF32, loss read per step": (True, True, False, None, RecBoleLoopTrainer),
-    "device batches, TF32 + AMP fp16": (True, True, True, None, MISSRecTrainer),
-    "RecBole loader, TF32, compiled": (False, True, False, "default", MISSRecTrainer),
-    "device batches, TF32, CUDA graphs": (True, True, False, "reduce-overhead", MISSRecTrainer),
+    "device batches, TF32 + AMP fp16": (True, True, True, None, PretrainTrainer),
+    "RecBole loader, TF32, compiled": (False, True, False, "default", PretrainTrainer),
+    "device batches, TF32, CUDA graphs": (True, True, False, "reduce-overhead", PretrainTrainer),
 }
 # On a CPU, TF32, device batches and CUDA graphs change nothing, and autocast is slow: the eager and compiled rows.
 CPU_VARIANTS = ("RecBole loader, fp32 (defaults)", "RecBole loader, TF32, compiled")

@@ -8,7 +8,8 @@ import torch
 
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import get_model, gpu_id_for
+from recbole_mm.registry import get_model
+from recbole_mm.runtime import gpu_id_for
 
 
 def ml100k_mm_model(model_name: str, device: str, **settings):

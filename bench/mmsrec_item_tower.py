@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_mm.config import Config  # noqa: E402
 from recbole_mm.data.atomic_files import write_feature_file, write_inter_files  # noqa: E402
 from recbole_mm.data.utils import create_dataset, data_preparation  # noqa: E402
-from recbole_mm.utils import get_model  # noqa: E402
+from recbole_mm.registry import get_model  # noqa: E402
 
 
 def write_catalogue(directory: str, n_items: int, dim: int, length: int) -> None:

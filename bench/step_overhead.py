@@ -18,7 +18,7 @@ import time
 import torch
 from ml100k_steps import mean_ms, ml100k_mm_model, train_step
 
-from recbole_mm.utils import compile_training_loss
+from recbole_mm.runtime import compile_training_loss
 
 TINY = {"hidden_size": 8, "inner_size": 8, "n_heads": 2, "train_batch_size": 4, "interest_ratio": 0.01}
 

@@ -1,13 +1,8 @@
 """recbole_mm: multi-modal recommendation models as a RecBole extension.
 
-Importing the package applies :mod:`recbole_mm.compat` before any RecBole module is imported, so
-RecBole 1.2.1 runs on the CPU stack (numpy<2, pandas<3) and on Python 3.12 with numpy 2.
+Importing the package changes no global state and imports nothing else. The compatibility fixes of
+:mod:`recbole_mm.compat` (RecBole 1.2.1 on numpy 2, torch >= 2.6, scipy >= 1.13) are applied by the entry points:
+:class:`recbole_mm.config.Config`, :mod:`recbole_mm.quick_start` and the command lines.
 """
 
-from recbole_mm import compat
-
-compat.apply()
-
 __version__ = "0.1.0"
-
-from recbole_mm import prepare  # noqa: E402  registers the embedded datasets

@@ -1,9 +1,9 @@
 """Compatibility fixes that let RecBole 1.2.1 run on current numpy, torch and scipy.
 
-:func:`apply` is called from ``recbole_mm/__init__.py`` before any RecBole module is imported. It is
-idempotent: calling it again changes nothing. Each fix is applied only where the installed library
-needs it, so on the pinned CPU stack (numpy<2, scipy<1.13) only the torch setting takes effect, while
-on a Python 3.12 stack (numpy 2, scipy 1.18) all three do.
+:func:`apply` is called by the entry points (``recbole_mm.config.Config``, ``recbole_mm.quick_start``, the command
+lines), not on import of the package. It is idempotent: calling it again changes nothing. Each fix is applied only
+where the installed library needs it, so on the pinned CPU stack (numpy<2, scipy<1.13) only the torch setting takes
+effect, while on a Python 3.12 stack (numpy 2, scipy 1.18) all three do.
 
 1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which
    ``recbole.config.Config.compatibility_settings`` reads on every ``Config(...)``; ray 2.6 reads
@@ -14,9 +14,13 @@ on a Python 3.12 stack (numpy 2, scipy 1.18) all three do.
    ``weights_only=False`` explicitly.
 3. scipy >= 1.13 removed ``dok_matrix._update``, which RecBole's graph models (LightGCN, NGCF, ...)
    call to fill their adjacency matrices.
+4. pandas warns (``FutureWarning``) about RecBole's own code on every dataset load (chained assignment in
+   ``recbole/data/dataset/dataset.py``): warnings raised from RecBole's modules are ignored; the same warnings from
+   any other module still show.
 """
 
 import os
+import warnings
 
 import numpy as np
 
@@ -44,10 +48,15 @@ def _dok_update(self, data: dict) -> None:
         store.update(data)
 
 
+# FutureWarnings attributed to RecBole's own modules (pandas points its warnings at the caller's line)
+RECBOLE_MODULES = r"recbole\."
+
+
 def apply() -> None:
     """Apply every fix the installed stack needs (idempotent)."""
     for name in missing_numpy_aliases():
         setattr(np, name, _NUMPY_ALIASES[name])
+    warnings.filterwarnings("ignore", category=FutureWarning, module=RECBOLE_MODULES)
     os.environ.setdefault(TORCH_LOAD_ENV, "1")
     from scipy.sparse import dok_matrix
 

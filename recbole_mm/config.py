@@ -10,8 +10,9 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_mm import compat
 from recbole_mm.errors import ConfigError
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(recbole.__file__)), "properties")
@@ -103,7 +104,7 @@ class Config(RecBoleConfig):
     ``img_suffix``/``img_size`` for ``image``, ``plm_suffix_aug`` for ``text_aug``) at a higher level replaces the
     same modality defined lower; the final ``mm_features`` holds them all.
 
-    Model names are resolved by :func:`recbole_mm.utils.get_model`: recbole_mm first, then RecBole.
+    Model names are resolved by :func:`recbole_mm.registry.get_model`: recbole_mm first, then RecBole.
 
     The dataset folder is looked for in ``data_path``, then in its ``downstream/`` and ``pretrain/`` sub-folders
     (the layout of MISSRec's and UniSRec's downloads); ``data_path`` becomes the folder it was found in. A folder
@@ -124,6 +125,10 @@ class Config(RecBoleConfig):
         ConfigError: a missing or unreadable config file, a value of the wrong type or out of range, a malformed
             ``mm_features``, a pre-split folder with an incomplete set of parts.
     """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        compat.apply()  # an entry point: RecBole's Config reads numpy's removed aliases
+        super().__init__(model, dataset, config_file_list, config_dict)
 
     def _init_parameters_category(self):
         super()._init_parameters_category()

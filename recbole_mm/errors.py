@@ -24,3 +24,11 @@ class ModelNotFoundError(RecBoleMMError, ValueError):
 
 class ConfigError(RecBoleMMError):
     """A required setting is missing or contradicts another."""
+
+
+class SearchSpaceError(RecBoleMMError, ValueError):
+    """A search-space file is malformed: unknown parameter type, bad range or bad syntax."""
+
+
+class SweepSetupError(RecBoleMMError):
+    """A sweep option cannot be honoured (no GPU, unreachable cluster, clashing parameters...)."""

@@ -13,9 +13,12 @@ from typing import Callable, Optional
 import torch
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+import recbole_mm.prepare  # noqa: F401  registers the embedded datasets (ml-100k_mm and its variants)
+from recbole_mm import compat
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
-from recbole_mm.utils import compile_training_loss, get_model, get_trainer, set_tf32_matmul
+from recbole_mm.registry import get_model, get_trainer
+from recbole_mm.runtime import compile_training_loss, set_tf32_matmul
 
 
 def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Callable]) -> dict:
@@ -113,6 +116,7 @@ def load_data_and_model(model_file: str):
         ``(config, model, dataset, train_data, valid_data, test_data)`` with the model's weights and
         other parameters restored, in eval mode.
     """
+    compat.apply()  # the unpickled config is used without Config.__init__
     checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)  # trusted local checkpoint
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])

@@ -1,7 +1,7 @@
-"""Trainers of recbole_mm models: ``<Model>Trainer`` classes, found by :func:`recbole_mm.utils.get_trainer`.
-
-Models without a trainer of their own use :class:`PretrainTrainer` where they have an ``on_epoch_start`` hook (every
-model of the multi-modal sequential family), else RecBole's (``recbole.trainer.Trainer`` for most), with
+"""Trainers of recbole_mm models. A model declares its trainer (``trainer_class``, set on each family base) and
+:func:`recbole_mm.registry.get_trainer` reads it: :class:`PretrainTrainer` for the multi-modal sequential family,
+:class:`LongSequenceTrainer` for the long-sequence family, :class:`MMSSLTrainer` for MMSSL. Models that declare none
+(RecBole's) use RecBole's trainer (``recbole.trainer.Trainer`` for most), with
 :class:`AtomicCheckpointMixin` in front so that every checkpoint a recbole_mm run writes is atomic, and
 :class:`DeviceLossMixin` where RecBole's epoch loop is used unchanged (:func:`for_recbole_mm`).
 """
@@ -107,9 +107,8 @@ def for_recbole_mm(trainer_class):
 
 class PretrainTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
     r"""RecBole's trainer plus a pre-training stage, a per-epoch model hook and multi-process rank sharding, without
-    a host sync per step (:class:`DeviceLossMixin`). :func:`recbole_mm.utils.get_trainer` gives it to every model
-    of the multi-modal sequential family (and to any model with an ``on_epoch_start`` method) that has no
-    ``<Model>Trainer`` of its own.
+    a host sync per step (:class:`DeviceLossMixin`). :func:`recbole_mm.registry.get_trainer` gives it to every model
+    of the multi-modal sequential family (the family base declares it as its ``trainer_class``).
 
     * Before every training epoch (epoch 0 included) it calls ``model.on_epoch_start(epoch)`` where the model has
       one (MISSRec re-clusters its interests there; state the hook keeps in buffers is saved with checkpoints).
@@ -205,11 +204,6 @@ class PretrainTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
             self.logger.info(set_color("no evaluation data", "yellow"))
             return {}
         return super().evaluate(eval_data, load_best_model, model_file, show_progress)
-
-
-class MISSRecTrainer(PretrainTrainer):
-    """MISSRec's trainer: :class:`PretrainTrainer` (its ``on_epoch_start`` re-clusters the interests). Kept under
-    this name for code that imports it."""
 
 
 class MMSSLTrainer(AtomicCheckpointMixin, Trainer):
@@ -310,5 +304,3 @@ class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         return interaction, pessimistic_ranks(scores, positive_u, positive_i), positive_u, positive_i
 
-
-SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSequenceTrainer

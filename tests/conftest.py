@@ -56,7 +56,7 @@ def plain_argv():
 @pytest.fixture(autouse=True)
 def no_anomaly_mode():
     """Test modules import RecBole's sequential models at collection, and RecBole's SINE module switches autograd
-    anomaly detection on at import (see ``recbole_mm.utils.keeping_anomaly_mode``); tests run without it, as
+    anomaly detection on at import (see ``recbole_mm.runtime.keeping_anomaly_mode``); tests run without it, as
     recbole_mm runs do."""
     import torch
 

@@ -1,6 +1,5 @@
 """The compatibility layer: numpy-2 aliases, trusted torch.load, scipy's dok_matrix._update."""
 
-import importlib
 import os
 
 import numpy as np
@@ -46,6 +45,7 @@ def test_torch_load_of_a_pickled_config_checkpoint(tmp_path):
     """RecBole's trainer calls torch.load(file) without weights_only; its checkpoints pickle objects."""
     from collections import OrderedDict
 
+    compat.apply()
     path = tmp_path / "ckpt.pth"
     torch.save({"config": OrderedDict(a=1), "state_dict": {"w": torch.ones(2)}}, path)
     assert torch.load(path)["config"]["a"] == 1  # would raise UnpicklingError under weights_only=True
@@ -64,9 +64,12 @@ def test_dok_update_matches_a_plain_fill():
     np.testing.assert_array_equal(native.toarray(), expected)
 
 
-def test_import_applies_the_layer():
-    import recbole_mm
+def test_config_applies_the_layer(monkeypatch, ml100k_root):
+    from recbole_mm.config import Config
 
-    importlib.reload(recbole_mm)
+    for name in ["float_", "complex_", "unicode_", "bool8"]:
+        monkeypatch.delitem(np.__dict__, name, raising=False)
+    monkeypatch.delenv(compat.TORCH_LOAD_ENV, raising=False)
+    Config(model="SASRec", dataset="ml-100k_mm", config_dict={"data_path": str(ml100k_root)})  # reads np.float_
     assert compat.missing_numpy_aliases() == []
-    assert hasattr(dok_matrix, "_update")
+    assert os.environ[compat.TORCH_LOAD_ENV] == "1"

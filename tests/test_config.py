@@ -8,7 +8,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_mm.config import Config
 from recbole_mm.errors import ConfigError, ModelNotFoundError
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 
 def test_dataset_preset_and_overall_defaults_are_loaded():
@@ -63,7 +63,7 @@ def test_model_lookup_keeps_autograd_anomaly_mode_as_it_was():
     # RecBole's sine.py switches anomaly detection on when its package is imported ...
     assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"
     # ... get_model imports that package but leaves the mode as the caller had it
-    lookup = "from recbole_mm.utils import get_model\nget_model('SASRec'); get_model('SINE'); get_model('MISSRec')"
+    lookup = "from recbole_mm.registry import get_model\nget_model('SASRec'); get_model('SINE'); get_model('MISSRec')"
     assert _anomaly_mode_after(lookup) == "False"
     assert _anomaly_mode_after("torch.autograd.set_detect_anomaly(True)\n" + lookup) == "True"
 
@@ -72,7 +72,7 @@ def test_compile_mode_is_checked():
     import torch
 
     from recbole_mm.errors import ConfigError
-    from recbole_mm.utils import compile_training_loss
+    from recbole_mm.runtime import compile_training_loss
 
     model = torch.nn.Linear(2, 1)
     model.calculate_loss = lambda interaction: model(interaction).sum()
@@ -86,7 +86,7 @@ def test_compile_mode_is_checked():
 
 def test_gpu_id_for_a_device_name():
     from recbole_mm.errors import ConfigError
-    from recbole_mm.utils import gpu_id_for
+    from recbole_mm.runtime import gpu_id_for
 
     assert [gpu_id_for(d) for d in ("cpu", "cuda", "cuda:3")] == ["", "0", "3"]
     for bad in ("gpu", "cuda:", "cuda:x", "CPU"):

@@ -72,7 +72,7 @@ def test_checkpoint_reload_reproduces_test_metrics(sasrec_run):
 
 
 def test_allow_tf32_switches_cuda_matmul_precision():
-    from recbole_mm.utils import set_tf32_matmul
+    from recbole_mm.runtime import set_tf32_matmul
 
     matmul = torch.backends.cuda.matmul
     read = (lambda: matmul.fp32_precision == "tf32") if hasattr(matmul, "fp32_precision") else lambda: matmul.allow_tf32

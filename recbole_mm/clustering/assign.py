@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_mm.clustering import fused_assign
-from recbole_mm.utils import tf32_switch
+from recbole_mm.runtime import tf32_switch
 
 DEFAULT_CPU_BUDGET = 32 * 2**20
 MAX_CUDA_BUDGET = 4 * 2**30

@@ -140,16 +140,3 @@ class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
             self.inter_feat[field] = [seq[-limit:] for seq in self.inter_feat[field]]
             self.inter_feat[self.item_list_length_field] = self.inter_feat[field].agg(len)
             self.field2seqlen[field] = limit
-
-
-# The long-sequence models read paired (item, query) histories: ``create_dataset`` picks ``<Model>Dataset``, which
-# resolves lazily here (``recbole_mm.data.long_sequence`` subclasses the classes above).
-LONG_SEQUENCE_MODELS = ("SIM", "ETA", "QIN", "TWIN", "SEMINAR")
-
-
-def __getattr__(name):
-    if name in {f"{model}Dataset" for model in LONG_SEQUENCE_MODELS}:
-        from recbole_mm.data.long_sequence import LongSequenceDataset
-
-        return LongSequenceDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

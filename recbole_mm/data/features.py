@@ -26,13 +26,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from recbole_mm.config import LEGACY_FEATURE_KEYS
 from recbole_mm.errors import FeatureFileError
-
-LEGACY_KEYS = {  # MISSRec / UniSRec config names -> (modality, suffix key, dim key)
-    "text": ("plm_suffix", "plm_size"),
-    "image": ("img_suffix", "img_size"),
-    "text_aug": ("plm_suffix_aug", "plm_size"),
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ def feature_specs(config) -> List[FeatureSpec]:
         FeatureFileError: an entry is malformed, or ``modalities`` names one the dataset lacks.
     """
     declared = dict(config["mm_features"] or {})
-    for name, (suffix_key, dim_key) in LEGACY_KEYS.items():
+    for name, (suffix_key, dim_key) in LEGACY_FEATURE_KEYS.items():
         # recbole_mm's Config has already folded these keys into mm_features, level by level (its docstring)
         if config[suffix_key] is not None and name not in declared:
             declared[name] = {"suffix": config[suffix_key], "dim": config[dim_key]}

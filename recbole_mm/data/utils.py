@@ -2,7 +2,6 @@
 as the fallback."""
 
 import glob
-import importlib
 import os
 import pickle
 from logging import getLogger
@@ -17,7 +16,7 @@ from recbole.utils.argument_list import dataset_arguments
 from recbole_mm.config import DATASET_SUBFOLDERS, has_interactions
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.errors import DataFieldError, DatasetNotFoundError, RecBoleMMError
-from recbole_mm.utils import is_recbole_mm_model
+from recbole_mm.registry import get_dataset_class
 
 
 def check_pandas() -> None:
@@ -124,28 +123,17 @@ def check_inter_fields(config) -> None:
             )
 
 
-def _dataset_class(config):
-    module = importlib.import_module("recbole_mm.data.dataset")
-    own = getattr(module, config["model"] + "Dataset", None)
-    if own is not None:
-        return own
-    if is_recbole_mm_model(config.model_class):
-        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-            return module.MultiModalSequentialDataset
-        return module.MultiModalDataset
-    return None
-
-
 def create_dataset(config):
-    r"""Create the dataset for ``config``: ``recbole_mm.data.dataset.<Model>Dataset`` if it exists, a
-    multi-modal dataset for recbole_mm models, RecBole's ``create_dataset`` otherwise.
+    r"""Create the dataset for ``config``: the dataset class the model declares (``dataset_class``, set on every
+    recbole_mm family base; :func:`recbole_mm.registry.get_dataset_class`), RecBole's ``create_dataset`` for a
+    model that declares none.
 
     Like RecBole, a dataset saved at ``dataset_save_path`` (or ``checkpoint_dir/<dataset>-<Class>.pth``)
     is reused when its dataset arguments are unchanged, and ``save_dataset: True`` saves it.
     """
     check_pandas()
     ensure_dataset(config)
-    dataset_class = _dataset_class(config)
+    dataset_class = get_dataset_class(config.model_class)
     if dataset_class is None:
         return recbole_create_dataset(config)
     file = config["dataset_save_path"] or os.path.join(

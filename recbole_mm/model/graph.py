@@ -24,6 +24,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.data.dataset import MultiModalDataset
+
 
 def sparse_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
     """Binary ``[n_rows, n_cols]`` sparse COO matrix with ones at ``(rows[k], cols[k])`` (duplicates merged).
@@ -111,9 +113,15 @@ class GraphRecommender(GeneralRecommender):
         train_items: ``[nnz]`` long, CSR column indices (items of each user, sorted).
 
     Config keys read here: ``pref_chunk_items`` (items per chunk of :meth:`masked_preference_rows`).
+
+    Class attributes read by :mod:`recbole_mm.registry`: ``dataset_class`` (the family's dataset) and
+    ``trainer_class`` (None: RecBole's trainer; a model with its own loop names its class in
+    :mod:`recbole_mm.trainer`).
     """
 
     input_type = InputType.PAIRWISE
+    dataset_class = MultiModalDataset
+    trainer_class = None
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

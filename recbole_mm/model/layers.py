@@ -5,6 +5,8 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from recbole_mm.errors import ConfigError
+
 
 class ItemFeatureBank(nn.Module):
     """The dataset's per-item modality tables, owned by the model on its device.
@@ -35,7 +37,7 @@ class ItemFeatureBank(nn.Module):
         self.names = list(available if modalities is None else modalities)
         for name in self.names:
             if name not in available:
-                raise ValueError(
+                raise ConfigError(
                     f"modality '{name}' is not loaded for dataset '{dataset.dataset_name}' "
                     f"(loaded: {sorted(available)}); declare it in mm_features and list it in modalities"
                 )

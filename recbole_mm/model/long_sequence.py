@@ -72,6 +72,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType, InputType
 from torch import nn
 
+from recbole_mm.data.long_sequence import LongSequenceDataset
 from recbole_mm.errors import ConfigError, DataFieldError
 from recbole_mm.model.layers import ItemFeatureBank
 
@@ -123,9 +124,13 @@ class LongSequenceRecommender(SequentialRecommender):
     Batches carry ``item_id_list [B, L]``, ``item_length [B]``, ``<QUERY_FIELD>_list [B, L, Q]``, the target
     ``item_id [B]`` with its ``<QUERY_FIELD> [B, Q]``, and in training ``neg_item_id [B]``. Candidates' own
     queries (``eval_query_mode: pair``) come from the dataset's per-item ``dummy_query [n_items, Q]``.
+    Its dataset and trainer (read by :mod:`recbole_mm.registry`): :class:`LongSequenceDataset`,
+    :class:`recbole_mm.trainer.LongSequenceTrainer`.
     """
 
     input_type = InputType.PAIRWISE
+    dataset_class = LongSequenceDataset
+    trainer_class = "LongSequenceTrainer"
 
     def __init__(self, config, dataset):
         super(LongSequenceRecommender, self).__init__(config, dataset)

@@ -22,8 +22,9 @@ A model of the family::
             if self.pretrained_path:
                 self.load_pretrained(self.pretrained_path)
 
-Its trainer is :class:`recbole_mm.trainer.PretrainTrainer` (pre-training stage, ``on_epoch_start``, rank
-sharding), which :func:`recbole_mm.utils.get_trainer` picks for every model of the family.
+The base declares the family's dataset, :class:`recbole_mm.data.dataset.MultiModalSequentialDataset`, and trainer,
+:class:`recbole_mm.trainer.PretrainTrainer` (pre-training stage, ``on_epoch_start``, rank sharding), which
+:mod:`recbole_mm.registry` reads for every model of the family.
 """
 
 import os
@@ -33,6 +34,7 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_mm.data.dataset import MultiModalSequentialDataset
 from recbole_mm.errors import ConfigError, RecBoleMMError
 from recbole_mm.model.distributed import RankShare
 from recbole_mm.model.layers import ItemFeatureBank
@@ -46,6 +48,8 @@ class MultiModalSequentialRecommender(SequentialRecommender):
         TRANSFERRED (``Tuple[str, ...]``): state_dict key prefixes a fine-tuning takes from a pre-trained
             checkpoint (:meth:`load_pretrained`).
         FROZEN (``Tuple[str, ...]``): parameter-name prefixes frozen after a checkpoint is loaded.
+        dataset_class, trainer_class: the family's dataset and trainer (a class, or the name of a class in
+            :mod:`recbole_mm.trainer`), read by :mod:`recbole_mm.registry`.
 
     Config keys read here: ``train_stage``, ``pretrained_path``, ``item_chunk_size`` (and ``initializer_range``
     by the default :meth:`_init_weights`).
@@ -57,6 +61,8 @@ class MultiModalSequentialRecommender(SequentialRecommender):
     TRAIN_STAGES: Tuple[str, ...] = ()
     TRANSFERRED: Tuple[str, ...] = ()
     FROZEN: Tuple[str, ...] = ()
+    dataset_class = MultiModalSequentialDataset
+    trainer_class = "PretrainTrainer"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import List, Optional
 
+from recbole_mm import compat
 from recbole_mm.errors import RecBoleMMError
 
 
@@ -285,6 +286,7 @@ COMMANDS = {
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    compat.apply()
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 
+from recbole_mm import compat
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.results.protocols import ROOT, load_protocol
 from recbole_mm.results.report import write_markdown
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    compat.apply()
     args = build_parser().parse_args(argv)
     names = sorted(TABLES) if args.all else args.tables
     if args.smoke:

@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args, rest = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    from recbole_mm import compat
     from recbole_mm.errors import RecBoleMMError
+
+    compat.apply()  # before ray is imported (ray 2.6 reads numpy's removed aliases)
     from recbole_mm.tuning.sweep import parse_overrides, run_sweep
 
     options = SweepOptions(

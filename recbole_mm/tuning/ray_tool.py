@@ -13,7 +13,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from recbole_mm.tuning.errors import SweepSetupError
+from recbole_mm.errors import SweepSetupError
 from recbole_mm.tuning.space import Param
 from recbole_mm.tuning.trial import COMPLETED, ERROR, STOPPED, SweepSetup, TrialRecord, ray_trainable
 

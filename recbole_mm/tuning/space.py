@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from recbole_mm.tuning.errors import SearchSpaceError
+from recbole_mm.errors import SearchSpaceError
 
 PARAM_TYPES = ("choice", "uniform", "loguniform", "quniform", "randint")
 

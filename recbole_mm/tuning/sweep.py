@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from recbole_mm.tuning.errors import SweepSetupError
+from recbole_mm.errors import SweepSetupError
 from recbole_mm.tuning.space import Param, grid_points, load_search_space
 from recbole_mm.tuning.trial import ERROR, SweepSetup, TrialRecord
 
@@ -136,7 +136,7 @@ def prepare_setup(
     """
     from recbole_mm.config import Config
     from recbole_mm.data.utils import ensure_dataset
-    from recbole_mm.utils import get_model
+    from recbole_mm.registry import get_model
 
     get_model(model)
     files = [os.path.abspath(f) for f in config_files or []]

@@ -356,7 +356,7 @@ def test_matmul_precision_sets_cuda_products_both_ways_and_restores(globally):
     """Only flags are touched, so this runs without a GPU: 'highest' means full float32 even where the process
     allows TF32 (MISSRec's allow_tf32), 'tf32' allows it, and the process-wide setting comes back."""
     from recbole_mm.clustering.assign import matmul_precision
-    from recbole_mm.utils import set_tf32_matmul
+    from recbole_mm.runtime import set_tf32_matmul
 
     matmul = torch.backends.cuda.matmul
 

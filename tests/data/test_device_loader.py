@@ -12,7 +12,7 @@ from recbole_mm.data.atomic_files import leave_one_out, write_inter_files
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.errors import ConfigError
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 BATCH = 7
 

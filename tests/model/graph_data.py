@@ -14,7 +14,7 @@ import torch
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.prepare.cli import main as prepare_main
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 N_USERS, N_ITEMS, N_GROUPS = 20, 12, 3
 

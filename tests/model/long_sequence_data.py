@@ -15,7 +15,7 @@ import torch
 from recbole_mm.config import Config
 from recbole_mm.data.atomic_files import write_feature_file
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 N_ITEMS, DIM, N_GROUPS = 40, 8, 4
 

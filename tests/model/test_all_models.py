@@ -1,4 +1,4 @@
-"""Every recbole_mm model (``recbole_mm.utils.list_models()``, read when the tests are collected) is built and
+"""Every recbole_mm model (``recbole_mm.registry.list_models()``, read when the tests are collected) is built and
 trained for one epoch on a slice of ml-100k_mm through the plugin path (``objective_function``: Config, dataset,
 dataloaders, the model's trainer, evaluation), as RecBole-GNN's test_model.py does for its models. A model without
 an entry in :data:`SETTINGS` fails with a message saying to add one, so no model lands untested."""
@@ -9,7 +9,8 @@ import pytest
 
 from recbole_mm.config import Config
 from recbole_mm.quick_start import objective_function
-from recbole_mm.utils import list_models
+from recbole_mm.model.abstract_recommender import LongSequenceRecommender
+from recbole_mm.registry import get_model, list_models
 
 FAST = {"epochs": 1, "show_progress": False, "MAX_ITEM_LIST_LENGTH": 20, "seed": 2020}
 LONG_SEQUENCE = {
@@ -23,21 +24,26 @@ LONG_SEQUENCE = {
     "topk": [1, 5, 10],
 }
 
-# model -> config overrides of its one-epoch run on the slice (every entry runs on ml-100k_mm); the metrics each
-# reports come from its own defaults. A new model adds its entry here.
+# Config overrides of each model's one-epoch run on the slice (every run is on ml-100k_mm), by family base, then by
+# model for what is its own; the metrics each reports come from its own defaults. A new model adds its entry here.
+FAMILY_SETTINGS = {LongSequenceRecommender: LONG_SEQUENCE}
 SETTINGS = {
     "MISSRec": {"hidden_size": 16, "inner_size": 16, "train_batch_size": 128},
     "MMSSL": {"embedding_size": 16, "train_batch_size": 256},
     "MMSRec": {"fusion_embed_dim": 16, "fusion_heads": 2, "fusion_feedforward_dim": 16, "train_batch_size": 128},
-    "PMMRec": {"embedding_dim": 16, "fusion_heads": 2, "num_attention_heads": 2, "train_batch_size": 128},
-    "MMSRec": {"fusion_embed_dim": 16, "fusion_heads": 2, "fusion_feedforward_dim": 16, "train_batch_size": 128},
     "PMMRec": {"embedding_dim": 16, "fusion_heads": 2, "train_batch_size": 128},
-    "SIM": {**LONG_SEQUENCE, "hash_bits": 6},
-    "ETA": {**LONG_SEQUENCE, "hash_bits": 6},
-    "QIN": {**LONG_SEQUENCE, "qin_stage1_topk": 5},
-    "TWIN": LONG_SEQUENCE,
-    "SEMINAR": LONG_SEQUENCE,
+    "SIM": {},
+    "ETA": {"hash_bits": 6},
+    "QIN": {"qin_stage1_topk": 5},
+    "TWIN": {},
+    "SEMINAR": {},
 }
+
+
+def settings(model: str) -> dict:
+    """The family's overrides, then the model's own."""
+    family = [v for base, v in FAMILY_SETTINGS.items() if issubclass(get_model(model), base)]
+    return {k: v for part in family + [SETTINGS[model]] for k, v in part.items()}
 
 
 @pytest.mark.parametrize("model", list_models())
@@ -53,7 +59,7 @@ def test_model_trains_one_epoch_and_evaluates(model, ml100k_slice, tmp_path):
         "data_path": str(ml100k_slice),
         "checkpoint_dir": str(tmp_path),
         **FAST,
-        **SETTINGS[model],
+        **settings(model),
     }
     valid_metric = Config(config_dict=config)["valid_metric"].lower()
     result = objective_function(config_dict=config, saved=False)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from recbole_mm.data.dataset import ItemFeatures
+from recbole_mm.errors import ConfigError
 from recbole_mm.model.layers import ItemFeatureBank
 
 
@@ -36,5 +37,5 @@ def test_tables_are_buffers_that_move_but_are_not_checkpointed():
 
 
 def test_unknown_modality_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"modality 'image' is not loaded for dataset 'fake' \(loaded: \['text'\]\)"):
+    with pytest.raises(ConfigError, match=r"modality 'image' is not loaded for dataset 'fake' \(loaded: \['text'\]\)"):
         ItemFeatureBank(FakeDataset(), ["image"])

@@ -15,7 +15,7 @@ from long_sequence_data import N_ITEMS, build, first_batch, make_config, write_l
 from recbole_mm.errors import ConfigError, DataFieldError
 from recbole_mm.model.long_sequence import History
 from recbole_mm.trainer import LongSequenceTrainer, pessimistic_ranks
-from recbole_mm.utils import get_trainer, list_models
+from recbole_mm.registry import get_trainer, list_models
 
 MODELS = ["SIM", "ETA", "QIN", "TWIN", "SEMINAR"]
 

@@ -21,8 +21,10 @@ from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.errors import FeatureFileError, RecBoleMMError
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.quick_start import load_data_and_model
-from recbole_mm.trainer import MISSRecTrainer
-from recbole_mm.utils import compile_training_loss, get_trainer
+from recbole_mm.trainer import PretrainTrainer
+from recbole_mm.registry import get_trainer
+from recbole_mm.runtime import compile_training_loss
+from two_ranks import two_ranks_and_one
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
 
@@ -101,7 +103,7 @@ def reference_dedup(seqs, lookups):
 # ---------------------------------------------------------------------------------------------------
 def test_shapes_and_interest_tables(tmp_path):
     config, model, train_data, _, _ = build(tmp_path)
-    assert get_trainer(config["MODEL_TYPE"], "MISSRec") is MISSRecTrainer
+    assert get_trainer(config["MODEL_TYPE"], "MISSRec") is PretrainTrainer
     n_items = train_data.dataset.item_num
     assert model.n_items == n_items == N_ITEMS + 1
     tokens = (n_items - 1) * 2
@@ -297,7 +299,7 @@ def test_contextual_fusion_ignores_a_missing_modality_add_does_not(tmp_path):
 
 def test_contextual_fusion_trains(tmp_path):
     config, model, train_data, valid_data, _ = build(tmp_path, seq_mm_fusion="contextual", epochs=2)
-    trainer = MISSRecTrainer(config, model)
+    trainer = PretrainTrainer(config, model)
     untrained = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
     _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
     assert best["ndcg@10"] > untrained, (best, untrained)
@@ -429,7 +431,7 @@ def test_trainable_parameters_per_setting(tmp_path):
 
 def test_checkpoint_round_trip_restores_scores_and_interests(tmp_path):
     config, model, train_data, valid_data, test_data = build(tmp_path)
-    trainer = MISSRecTrainer(config, model)
+    trainer = PretrainTrainer(config, model)
     trainer.fit(train_data, valid_data, verbose=False, saved=True)
     assert int(model.interest_epoch) == 0  # discovered before epoch 0
     batch = first_batch(test_data)
@@ -599,7 +601,7 @@ def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
     train_data, valid_data, _ = data_preparation(config, dataset)
     torch.manual_seed(0)
     model = MISSRec(config, train_data.dataset)
-    trainer = MISSRecTrainer(config, model)
+    trainer = PretrainTrainer(config, model)
     untrained = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
     _, best = trainer.fit(train_data, valid_data, verbose=False, saved=False)
     print(f"untrained NDCG@10 {untrained:.4f}, trained {best['ndcg@10']:.4f}")
@@ -649,7 +651,7 @@ def test_gradients_stay_bounded_in_the_first_steps_on_ml100k(ml100k_root, tmp_pa
     for name, param in model.named_parameters():
         param.register_hook(record(name))
     before = {m: model.adaptor(m).bias.detach().clone() for m in model.modalities}
-    MISSRecTrainer(config, model)._train_epoch(train_data, 0)
+    PretrainTrainer(config, model)._train_epoch(train_data, 0)
     assert len(train_data) >= 10 and len(peak) == len(list(model.parameters()))
     worst = max(peak, key=peak.get)
     assert peak[worst] < 1e3, (worst, peak[worst])  # measured 56 here; 2.8e8 with zero adaptor biases
@@ -725,38 +727,10 @@ def finetune_config(directory):
     return make_config(directory, name="ft", train_batch_size=15, **extra)
 
 
-def pretrain_worker(rank, world, directory, make=pretrain_config):
-    """Train once with the config ``make(directory)`` (``world`` ranks over gloo when > 1); save the final
-    state_dict per rank."""
-    from recbole.utils import init_seed
-
-    if world > 1:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{directory / 'rendezvous'}", rank=rank, world_size=world
-        )
-    torch.set_num_threads(1)
-    config = make(directory)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = MISSRec(config, train_data.dataset)
-    trainer = MISSRecTrainer(config, model)
-    trainer.fit(train_data, valid_data, verbose=False, saved=True)
-    torch.save(model.state_dict(), directory / f"state-{rank}-of-{world}.pt")
-    if world > 1:
-        torch.distributed.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_pretraining_two_ranks_match_one_process(tmp_path):
     write_synthetic(tmp_path / "pt", name="pt", n_users=48, aug=True, missing_image=False)
-    torch.multiprocessing.spawn(pretrain_worker, args=(2, tmp_path), nprocs=2)
-    pretrain_worker(0, 1, tmp_path)
-    rank0, rank1, single = (torch.load(tmp_path / f"state-{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
-    for key in single:
-        assert torch.equal(rank0[key], rank1[key]), key  # the ranks really share every step
-        difference = (rank0[key].double() - single[key].double()).abs().max()
-        assert difference <= 1e-5, (key, float(difference))  # = the global batch
+    single = two_ranks_and_one(tmp_path, [("MISSRec", pretrain_config)])["MISSRec"]
     initial = MISSRec(pretrain_config(tmp_path), create_dataset(pretrain_config(tmp_path)).build()[0])
     change = (initial.text_adaptor.weight - single["text_adaptor.weight"]).abs().max()
     assert change > 1e-3  # it trained, by far more than the tolerance
@@ -775,13 +749,7 @@ def test_pretraining_two_ranks_match_one_process(tmp_path):
 def test_finetuning_two_ranks_match_one_process(tmp_path):
     # batches of 15 rows: shards of 8 and 7, so the per-rank scaling of the CE mean is exercised
     write_synthetic(tmp_path / "ft", name="ft", n_users=48, missing_image=False)
-    torch.multiprocessing.spawn(pretrain_worker, args=(2, tmp_path, finetune_config), nprocs=2)
-    pretrain_worker(0, 1, tmp_path, finetune_config)
-    rank0, rank1, single = (torch.load(tmp_path / f"state-{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
-    for key in single:
-        assert torch.equal(rank0[key], rank1[key]), key
-        difference = (rank0[key].double() - single[key].double()).abs().max()
-        assert difference <= 1e-5, (key, float(difference))
+    single = two_ranks_and_one(tmp_path, [("MISSRec", finetune_config)])["MISSRec"]
     initial = MISSRec(finetune_config(tmp_path), create_dataset(finetune_config(tmp_path)).build()[0])
     change = (initial.item_embedding.weight - single["item_embedding.weight"]).abs().max()
     assert change > 1e-3
@@ -842,7 +810,7 @@ def test_pretraining_on_multi_domain_layout(tmp_path):
     internal = int(np.flatnonzero(token == "1-4")[0])
     assert torch.equal(model.features.image[internal], torch.from_numpy(tables["Home", "feat3CLS"][4]))
     assert torch.equal(model.features.text_aug[internal], torch.from_numpy(tables["Home", "feat2CLS"][4]))
-    trainer = MISSRecTrainer(config, model)
+    trainer = PretrainTrainer(config, model)
     before = model.img_adaptor.weight.detach().clone()
     trainer.fit(train_data, None, verbose=False, saved=False)
     assert not torch.equal(model.img_adaptor.weight, before) and int(model.interest_epoch) == 1

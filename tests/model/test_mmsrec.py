@@ -5,6 +5,7 @@ trainer and evaluator. ``write_tiny``, ``tiny_config`` and ``train_worker`` serv
 """
 
 import os
+from functools import partial
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.model.sequential_recommender.mmsrec import MMSRec, masked_max_fusion, symmetric_info_nce
 from recbole_mm.quick_start import load_data_and_model
-from recbole_mm.utils import get_model, get_trainer
+from recbole_mm.registry import get_model, get_trainer
+from two_ranks import two_ranks_and_one
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
 BASE = {
@@ -94,26 +96,8 @@ def first_batch(loader):
     return batch[0] if isinstance(batch, tuple) else batch
 
 
-def train_worker(rank, world, directory, runs):
-    """Pre-train each ``(model_name, extra)`` of ``runs`` once (``world`` ranks over gloo when > 1) and save the
-    final state_dict per rank, ``<model>-state-<rank>-of-<world>.pt``. One process pair serves every model (their
-    start-up is most of the time)."""
-    if world > 1:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{directory / 'rendezvous'}", rank=rank, world_size=world
-        )
-    torch.set_num_threads(1)
-    for model_name, extra in runs:
-        config = tiny_config(model_name, directory, "pt", **extra)
-        init_seed(config["seed"], config["reproducibility"])
-        train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-        init_seed(config["seed"], config["reproducibility"])
-        model = get_model(model_name)(config, train_data.dataset)
-        trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-        trainer.fit(train_data, valid_data, verbose=False, saved=True)
-        torch.save(model.state_dict(), directory / f"{model_name}-state-{rank}-of-{world}.pt")
-    if world > 1:
-        torch.distributed.destroy_process_group()
+def pretrain_config(directory, model_name, extra):
+    return tiny_config(model_name, directory, "pt", **extra)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -399,16 +383,10 @@ def test_pretraining_two_ranks_match_one_process(tmp_path):
         ("MMSRec", {**PRETRAIN, "fusion_dropout": 0.0, "fusion_embed_dropout": 0.0}),
         ("PMMRec", {**PRETRAIN, "drop_rate": 0.0, "nid_weight": 0.0, "rcl_weight": 0.0}),
     ]
-    torch.multiprocessing.spawn(train_worker, args=(2, tmp_path, runs), nprocs=2)
-    train_worker(0, 1, tmp_path, runs)
+    singles = two_ranks_and_one(tmp_path, [(m, partial(pretrain_config, model_name=m, extra=x)) for m, x in runs])
     changed = {"MMSRec": "input_transform.linears.1.weight", "PMMRec": "user_encoder.blocks.0.w_1.weight"}
     for model_name, extra in runs:
-        states = [torch.load(tmp_path / f"{model_name}-state-{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1))]
-        rank0, rank1, single = states
-        for key in single:
-            assert torch.equal(rank0[key], rank1[key]), (model_name, key)  # the ranks really share every step
-            difference = (rank0[key].double() - single[key].double()).abs().max()
-            assert difference <= 1e-5, (model_name, key, float(difference))  # = the global batch
+        single = singles[model_name]
         config = tiny_config(model_name, tmp_path, "pt", **extra)
         init_seed(config["seed"], config["reproducibility"])
         initial = get_model(model_name)(config, create_dataset(config).build()[0]).state_dict()

@@ -22,7 +22,7 @@ from recbole_mm.model.general_recommender.mmssl import (
     topk_pairs,
 )
 from recbole_mm.trainer import MMSSLTrainer
-from recbole_mm.utils import get_model
+from recbole_mm.registry import get_model
 
 
 def normalize(x):

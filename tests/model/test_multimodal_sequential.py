@@ -22,7 +22,7 @@ from recbole_mm.errors import ConfigError, RecBoleMMError
 from recbole_mm.model.abstract_recommender import MultiModalSequentialRecommender
 from recbole_mm.model.distributed import RankShare, broadcast_from_rank0, is_rank0
 from recbole_mm.trainer import PretrainTrainer
-from recbole_mm.utils import get_trainer
+from recbole_mm.registry import get_trainer
 
 N_ITEMS, DIM = 20, 6
 
@@ -226,17 +226,19 @@ def test_trainer_calls_the_epoch_hook_and_is_chosen_for_the_family(tmp_path, mon
     assert model.epochs_started == [0, 1]
     assert best["ndcg@5"] > untrained, (best, untrained)  # it trains through the chunked scores
 
-    import recbole_mm.utils
+    import recbole_mm.registry
 
-    monkeypatch.setattr(recbole_mm.utils, "get_model", lambda name: TwoTower)  # a lookup that knows TwoTower
-    assert get_trainer(ModelType.SEQUENTIAL, "TwoTower") is PretrainTrainer
+    monkeypatch.setattr(recbole_mm.registry, "get_model", lambda name: TwoTower)  # a lookup that knows TwoTower
+    assert get_trainer(ModelType.SEQUENTIAL, "TwoTower") is PretrainTrainer  # the family base declares it
 
-    class Hooked(nn.Module):  # outside the family, but with the hook
-        def on_epoch_start(self, epoch):
-            pass
+    class Hooked(nn.Module):  # outside the family, declaring the trainer by its name in recbole_mm.trainer
+        trainer_class = "PretrainTrainer"
 
-    monkeypatch.setattr(recbole_mm.utils, "get_model", lambda name: Hooked)
+    monkeypatch.setattr(recbole_mm.registry, "get_model", lambda name: Hooked)
     assert get_trainer(ModelType.SEQUENTIAL, "Hooked") is PretrainTrainer
+    Hooked.trainer_class = "NoSuchTrainer"
+    with pytest.raises(ConfigError, match="NoSuchTrainer"):
+        get_trainer(ModelType.SEQUENTIAL, "Hooked")
 
 
 def test_pretraining_saves_every_save_step_epochs(tmp_path):

@@ -17,7 +17,7 @@ from recbole_mm.model.sequential_recommender.pmmrec import (
     nid_loss,
     rcl_loss,
 )
-from recbole_mm.utils import get_trainer
+from recbole_mm.registry import get_trainer
 from test_mmsrec import build, first_batch, internal_id, write_tiny
 
 

@@ -7,7 +7,7 @@ import torch
 
 from long_sequence_data import build, first_batch, write_longseq
 from recbole_mm.errors import RecBoleMMError
-from recbole_mm.utils import get_trainer
+from recbole_mm.registry import get_trainer
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from recbole_mm.encoders.text import MiniLMEncoder
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.prepare.common import PrepareError, read_index_file
 from recbole_mm.prepare.encode import word_drop
-from recbole_mm.trainer import MISSRecTrainer
+from recbole_mm.trainer import PretrainTrainer
 
 N_USERS, TRAIN_ROWS = 60, 15  # the slice the training test uses: users 0..59, last 15 rows each
 
@@ -144,7 +144,7 @@ def test_pretrain_on_a_then_features_only_finetune_on_b(domains, tmp_path):
     )
     train_a, _, _ = data_preparation(pretrain, create_dataset(pretrain))
     torch.manual_seed(0)
-    MISSRecTrainer(pretrain, MISSRec(pretrain, train_a.dataset)).fit(train_a, None, verbose=False)
+    PretrainTrainer(pretrain, MISSRec(pretrain, train_a.dataset)).fit(train_a, None, verbose=False)
     checkpoint = tmp_path / "saved" / f"MISSRec-{NAME_A}-1.pth"
     pretrained = torch.load(checkpoint, weights_only=False)["state_dict"]
 
@@ -164,7 +164,7 @@ def test_pretrain_on_a_then_features_only_finetune_on_b(domains, tmp_path):
     )
     train_b, valid_b, test_b = data_preparation(finetune, create_dataset(finetune))
     model = MISSRec(finetune, train_b.dataset)
-    trainer = MISSRecTrainer(finetune, model)
+    trainer = PretrainTrainer(finetune, model)
     trainer.fit(train_b, valid_b, verbose=False, saved=False)
     result = trainer.evaluate(test_b, load_best_model=False)
 

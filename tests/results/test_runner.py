@@ -83,7 +83,7 @@ def test_test_metrics_are_read_once_from_the_best_validation_checkpoint(ml100k_r
     assert checkpoint["epoch"] == record["best_epoch"]
 
     from recbole_mm.quick_start import load_data_and_model
-    from recbole_mm.utils import get_trainer
+    from recbole_mm.registry import get_trainer
 
     config, model, _, _, _, test_data = load_data_and_model(record["checkpoint"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_mm.tuning.errors import SearchSpaceError
+from recbole_mm.errors import SearchSpaceError
 from recbole_mm.tuning.space import cast_params, grid_points, load_search_space, parse_hyper_lines, parse_yaml_space
 
 # RecBole's hyper.test, plus the other types its docs describe.

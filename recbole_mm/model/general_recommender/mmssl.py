@@ -255,6 +255,8 @@ class MMSSL(GraphRecommender):
     Trained by :class:`recbole_mm.trainer.MMSSLTrainer` (critic step, recommender step, graph regeneration).
     """
 
+    trainer_class = "MMSSLTrainer"
+
     def __init__(self, config, dataset):
         self.preset = apply_dataset_preset(config)
         super().__init__(config, dataset)
