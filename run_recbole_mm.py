@@ -11,12 +11,11 @@ file, a value of the wrong type or out of range) end with one line on stderr and
 """
 
 import argparse
-import os
 import sys
 
 DEMO_MODEL = "MISSRec"  # the best model recbole_mm offers on the demo so far
 DEMO_DATASET = "ml-100k_mm"
-DEMO_CONFIG = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "props", "MISSRec", "demo.yaml")]
+DEMO_CONFIG = ["props/MISSRec/demo.yaml"]  # in the settings tree (recbole_mm/properties/), found by Config
 
 
 def parse_args(argv):

@@ -156,7 +156,7 @@ def main():
                 "checkpoint_dir": os.path.join(work, "saved"),
                 "show_progress": False,
                 "state": "ERROR",
-                "mmssl_preset": args.size,
+                "dataset_preset": args.size,
                 "epochs": max(args.epochs, 1),
                 "eval_step": 1,
             },

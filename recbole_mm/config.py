@@ -14,6 +14,8 @@ from recbole_mm import compat
 from recbole_mm.errors import ConfigError
 from recbole_mm.registry import get_model
 
+# The settings tree, installed with the package: overall.yaml, model/<Model>.yaml, dataset/<dataset>.yaml (defaults),
+# props/<Model>/*.yaml (run presets), hyper/ (search spaces), protocols/ (result protocols).
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(recbole.__file__)), "properties")
 
@@ -138,10 +140,11 @@ class Config(RecBoleConfig):
         """RecBole's, with a clear error for a file that is missing, is not YAML or is not a ``key: value`` map."""
         merged = {}
         for file in file_list or []:
+            file = settings_file(file)
             if not os.path.isfile(file):
                 raise ConfigError(
-                    f"config file {file} does not exist (looked for {os.path.abspath(file)}; "
-                    f"--config_files takes paths separated by spaces)"
+                    f"config file {file} does not exist (looked for {os.path.abspath(file)} and "
+                    f"{os.path.join(PROPERTIES_DIR, file)}; --config_files takes paths separated by spaces)"
                 )
             with open(file, encoding="utf-8") as f:
                 try:
@@ -201,6 +204,32 @@ class Config(RecBoleConfig):
                 known = set(self.parameters["Dataset"])
                 self.parameters["Dataset"] = self.parameters["Dataset"] + [k for k in preset if k not in known]
         self._infer_presplit_layout(dataset, recbole_load_col)
+        self._apply_dataset_preset(dataset)
+
+    def _apply_dataset_preset(self, dataset):
+        """The model's settings for a dataset (``dataset_presets[<entry>]``, e.g. in its yaml), over every preset
+        file and under the user's settings: ``dataset_preset: auto`` picks the entry named like the dataset (lower
+        case) if there is one, None none, a name that entry."""
+        given = self.external_config_dict.get("dataset_presets", self.internal_config_dict.get("dataset_presets"))
+        table = given or {}
+        name = self.external_config_dict.get("dataset_preset", self.internal_config_dict.get("dataset_preset"))
+        if name is None:
+            return
+        if name == "auto":
+            name = str(dataset).lower()
+            if name not in table:
+                return
+        elif name not in table:
+            raise ConfigError(
+                f"config key 'dataset_preset': expected 'auto', None or one of {sorted(table)}, found {name!r}"
+            )
+        unknown = [key for key in table[name] if key not in self.internal_config_dict]
+        if unknown:
+            raise ConfigError(
+                f"dataset_presets.{name}: unknown key(s) {unknown} (a preset sets keys the model's defaults define)"
+            )
+        self.internal_config_dict.update(table[name])
+        self._preset_layers.append(dict(table[name]))
 
     def _infer_presplit_layout(self, dataset, recbole_load_col):
         """Read a folder of pre-split files (``<dataset>.train.inter``, no ``<dataset>.inter``) as such, where
@@ -302,6 +331,16 @@ class Config(RecBoleConfig):
                 if layer.get(suffix_key) is not None:
                     declared[name] = {"suffix": layer[suffix_key], "dim": final.get(dim_key)}
         return declared or None
+
+
+def settings_file(path: str) -> str:
+    """``path`` if it exists, else the file of that relative path in the settings tree (:data:`PROPERTIES_DIR`) if
+    that exists (``props/MISSRec/cpu.yaml``, ``hyper/SASRec.hyper``), else ``path`` unchanged (for the caller's
+    error)."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    shipped = os.path.join(PROPERTIES_DIR, path)
+    return shipped if os.path.exists(shipped) else path
 
 
 def has_interactions(folder: str, name: str) -> bool:

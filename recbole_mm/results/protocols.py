@@ -18,10 +18,11 @@ import pandas as pd
 import yaml
 
 from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir
+from recbole_mm.config import PROPERTIES_DIR
 from recbole_mm.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROTOCOL_DIR = os.path.join(ROOT, "results", "protocols")
+PROTOCOL_DIR = os.path.join(PROPERTIES_DIR, "protocols")
 KEYS = {
     "seeds": list,
     "train_prefixes_per_user": (int, type(None)),

@@ -24,6 +24,7 @@ import numpy as np
 
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.errors import RecBoleMMError
+from recbole_mm.config import settings_file
 from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
 from recbole_mm.results.tables import Row, Table
 
@@ -213,7 +214,7 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
         torch.set_num_threads(locations["threads"])
     if pretrained_path:
         config["pretrained_path"] = pretrained_path
-    files = [os.path.join(ROOT, f) for f in spec["config_files"]]
+    files = [settings_file(f) for f in spec["config_files"]]
     curve: List[List] = []
     argv = sys.argv
     sys.argv = argv[:1]  # RecBole's Config reads --key=value from the command line: keep the runner's out

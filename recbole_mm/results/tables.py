@@ -23,7 +23,7 @@ from recbole_mm.errors import ConfigError
 
 STAGES = ("train", "pretrain", "finetune")
 _MODEL_PROPERTIES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model")
-PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "props")
+PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "props")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     from recbole_mm.errors import RecBoleMMError
 
     compat.apply()  # before ray is imported (ray 2.6 reads numpy's removed aliases)
+    from recbole_mm.config import settings_file
+
+    args.params_file = settings_file(args.params_file)  # hyper/<Model>... are shipped in the settings tree
     from recbole_mm.tuning.sweep import parse_overrides, run_sweep
 
     options = SweepOptions(

@@ -11,7 +11,7 @@ from torch import nn
 from graph_data import build, dense_train_matrix, make_config
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.errors import FeatureFileError
+from recbole_mm.errors import ConfigError, FeatureFileError
 from recbole_mm.model.general_recommender.mmssl import (
     MMSSLBatchError,
     MMSSLTrainingError,
@@ -318,13 +318,15 @@ def test_training_beats_the_untrained_model(tmp_path):
 
 # --------------------------------------------------------------------------------------------------- config/data
 def test_dataset_presets_apply_by_name_and_user_keys_win(tmp_path):
-    config = make_config(tmp_path, mmssl_preset="sports", learning_rate=0.002)
-    *_, model = build(tmp_path, mmssl_preset="sports", learning_rate=0.002)
-    assert model.preset == "sports" and model.rebuild_period == 2 and model.real_data_tau == 0.002
+    config = make_config(tmp_path, dataset_preset="sports", learning_rate=0.002)
+    *_, model = build(tmp_path, dataset_preset="sports", learning_rate=0.002)
+    assert model.rebuild_period == 2 and model.real_data_tau == 0.002 and config["D_lr"] == 3e-4
     assert model.topk == 2  # m_topk_rate 0.2 is set by the tests' config: the preset's 0.02 does not override it
     assert config["learning_rate"] == 0.002
     *_, plain = build(tmp_path)
-    assert plain.preset is None and plain.rebuild_period == 1
+    assert plain.rebuild_period == 1 and plain.real_data_tau != 0.002
+    with pytest.raises(ConfigError, match="dataset_preset': expected 'auto', None or one of .*'sports'.*'clothing'"):
+        make_config(tmp_path, dataset_preset="clothing")
 
 
 def test_a_modality_the_dataset_lacks_is_refused(tmp_path):

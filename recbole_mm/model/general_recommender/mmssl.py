@@ -56,7 +56,8 @@ Departures in both modes (one line each):
 * The unused learning-rate scheduler is dropped; AdamW keeps its 0.01 decoupled weight decay (``weight_decay``).
 * Evaluation is RecBole's full ranking and metrics (standard NDCG); at test RecBole also masks validation items.
 * The modality-ID views and the critic accept any number of modalities (the reference: image and text).
-* Per-dataset defaults of the reference (``mmssl_dataset_defaults``) apply by dataset name unless set explicitly.
+* Per-dataset defaults of the reference (``dataset_presets`` in MMSSL.yaml, a layer of
+  :class:`recbole_mm.config.Config`) apply by dataset name unless set explicitly.
 """
 
 import math
@@ -78,50 +79,6 @@ class MMSSLBatchError(RecBoleMMError):
 
 class MMSSLTrainingError(RecBoleMMError):
     """Training diverged (a non-finite gradient penalty or loss); names the epoch and step."""
-
-
-PRESET_KEYS = (
-    "learning_rate",
-    "D_lr",
-    "G_rate",
-    "tau",
-    "real_data_tau",
-    "log_log_scale",
-    "ui_pre_scale",
-    "graph_rebuild_period",
-    "m_topk_rate",
-)
-
-
-def apply_dataset_preset(config) -> Optional[str]:
-    """Install the reference's per-dataset defaults (``mmssl_dataset_defaults[<preset>]``) into ``config``.
-
-    ``mmssl_preset: auto`` picks the entry named like the dataset (lower case), ``~`` none, a name that entry.
-    Keys the user set (config files, ``config_dict``, command line) win over the preset.
-
-    Returns:
-        the preset applied, or None.
-
-    Raises:
-        ConfigError: a named preset that does not exist, or a preset key outside :data:`PRESET_KEYS`.
-    """
-    table = config["mmssl_dataset_defaults"] or {}
-    name = config["mmssl_preset"]
-    if name is None:
-        return None
-    if name == "auto":
-        name = str(config["dataset"]).lower()
-        if name not in table:
-            return None
-    elif name not in table:
-        raise ConfigError(f"config key 'mmssl_preset': expected 'auto', None or one of {sorted(table)}, found {name!r}")
-    user_keys = set(getattr(config, "external_config_dict", {}) or {})
-    for key, value in table[name].items():
-        if key not in PRESET_KEYS:
-            raise ConfigError(f"mmssl_dataset_defaults.{name}: unknown key {key!r} (expected one of {PRESET_KEYS})")
-        if key not in user_keys:
-            config[key] = value
-    return name
 
 
 # ------------------------------------------------------------------------------------------------- building blocks
@@ -258,7 +215,6 @@ class MMSSL(GraphRecommender):
     trainer_class = "MMSSLTrainer"
 
     def __init__(self, config, dataset):
-        self.preset = apply_dataset_preset(config)
         super().__init__(config, dataset)
         self.compat = bool(config["reference_compat"])
         self.dim = config["embedding_size"]
