@@ -73,3 +73,29 @@ def test_config_applies_the_layer(monkeypatch, ml100k_root):
     Config(model="SASRec", dataset="ml-100k_mm", config_dict={"data_path": str(ml100k_root)})  # reads np.float_
     assert compat.missing_numpy_aliases() == []
     assert os.environ[compat.TORCH_LOAD_ENV] == "1"
+
+
+def test_recbole_future_warnings_are_silenced_and_others_kept(ml100k_slice, tmp_path):
+    """pandas warns about RecBole's own code on every long-sequence dataset load; the layer ignores exactly those."""
+    import warnings
+
+    from recbole_mm.config import Config
+    from recbole_mm.data.utils import create_dataset
+
+    config_dict = {"data_path": str(ml100k_slice), "checkpoint_dir": str(tmp_path), "MAX_ITEM_LIST_LENGTH": 20}
+    config = Config(model="TWIN", dataset="ml-100k_mm", config_dict=config_dict)
+
+    def load(apply: bool) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if apply:
+                compat.apply()
+            create_dataset(config).build()
+            warnings.warn("a FutureWarning of the caller's own", FutureWarning)
+        return [(w.category, os.sep.join(w.filename.split(os.sep)[-3:])) for w in caught]
+
+    unfiltered = load(apply=False)
+    assert (FutureWarning, os.path.join("data", "dataset", "dataset.py")) in unfiltered  # RecBole's, under our pins
+    filtered = load(apply=True)
+    future = [where for category, where in filtered if category is FutureWarning]
+    assert len(future) == 1 and future[0].endswith(os.path.join("tests", "test_compat.py")), future  # the caller's
