@@ -136,6 +136,7 @@ class ProductQuantizer:
         max_train_rows: Optional[int] = 65536,
         init: str = "kmeans++",
         model: Optional[str] = None,
+        backend: str = "torch",
     ) -> "ProductQuantizer":
         """Train one codebook per modality and sub-space with k-means, then encode every item.
 
@@ -150,6 +151,8 @@ class ProductQuantizer:
             max_train_rows: train on a uniform sample of this many rows (``None``: all rows but the padding).
             init: k-means initialisation, ``'kmeans++'`` or ``'random'``.
             model: class name of the model whose tables these are (recorded, checked by :meth:`load`).
+            backend: k-means backend (:func:`recbole_mm.clustering.kmeans`): ``'torch'``, ``'faiss'``, ``'cupy'``
+                (CUDA; the sub-spaces are a batch of small problems) or ``'auto'``.
         """
         if not tables:
             raise RetrievalIndexError("fit: no tables given (expected modality -> [n_items, d])")
@@ -173,7 +176,7 @@ class ProductQuantizer:
         for k, (name, table) in enumerate(tables.items()):
             x = table.detach()[rows.to(table.device)].float()  # k-means runs where the table lives
             x = x.reshape(len(rows), n_subspaces, d // n_subspaces).transpose(0, 1)
-            result = kmeans(x.contiguous(), n_codewords, n_iter=n_iter, seed=seed + k, init=init)
+            result = kmeans(x.contiguous(), n_codewords, n_iter=n_iter, seed=seed + k, init=init, backend=backend)
             books.append(result.centroids.float().cpu())
         codebooks = torch.stack(books)  # [M, S, C, d/S]
         index = cls(list(tables), codebooks, torch.zeros((0, len(tables), n_subspaces), dtype=torch.uint8), model)

@@ -814,3 +814,16 @@ def test_pretraining_on_multi_domain_layout(tmp_path):
     before = model.img_adaptor.weight.detach().clone()
     trainer.fit(train_data, None, verbose=False, saved=False)
     assert not torch.equal(model.img_adaptor.weight, before) and int(model.interest_epoch) == 1
+
+
+def test_kmeans_backend_reaches_the_lloyd_clustering(tmp_path):
+    from recbole_mm.clustering import ClusteringError
+
+    _, model, *_ = build(tmp_path, kmeans_faithful=False, kmeans_backend="cupy")
+    with pytest.raises(ClusteringError, match="cupy"):  # no CUDA here: the named backend was asked for
+        model.on_epoch_start(0)
+    pytest.importorskip("faiss")
+    _, model, *_ = build(tmp_path, kmeans_faithful=False, kmeans_backend="faiss")
+    model.on_epoch_start(0)
+    ids = torch.cat([getattr(model, model._lookup_name(m))[1:] for m in model.modalities])
+    assert ids.min() >= 1 and len(ids.unique()) > 1  # every real token got an interest, several in use

@@ -15,7 +15,8 @@ Departures from the reference code (each keeps the reported numbers' computation
 * Interest discovery clusters on the model's device with :mod:`recbole_mm.clustering`.
   ``kmeans_faithful: True`` (default) reproduces the reference's TorchPQ minibatch k-means with its quirks
   (one pass, random init from the first minibatch, unshuffled batches, empty cluster -> 0, non-negative
-  centroids); ``False`` runs proper Lloyd k-means (``kmeans_iters`` iterations, signed centroids).
+  centroids); ``False`` runs proper Lloyd k-means (``kmeans_iters`` iterations, signed centroids, on the
+  ``kmeans_backend`` of :func:`recbole_mm.clustering.kmeans`).
   The faithful k-means can collapse the interests: its single pass leaves every cluster that gets no token in
   its first assignment at a zero centroid, and a signed token is mostly nearer to zero than to a mean of
   absolute values. On ml-100k_mm (1,682 movies, 215 distinct genre texts; K = 1,682 of T = 3,364 tokens) at
@@ -123,6 +124,7 @@ class MISSRec(MultiModalSequentialRecommender):
         self.interest_ratio = config["interest_ratio"]
         self.kmeans_faithful = config["kmeans_faithful"]
         self.kmeans_iters = config["kmeans_iters"]
+        self.kmeans_backend = config["kmeans_backend"]
         self.interest_clustering = config["interest_clustering"]
         self.knn_local_ratio = config["knn_local_ratio"]
         self.item_mm_fusion = config["item_mm_fusion"]
@@ -269,7 +271,8 @@ class MISSRec(MultiModalSequentialRecommender):
             elif self.kmeans_faithful:
                 result = kmeans_reference(tokens, self.n_interests, seed=seed)
             else:
-                result = kmeans(tokens, self.n_interests, n_iter=self.kmeans_iters, seed=seed)
+                iters, backend = self.kmeans_iters, self.kmeans_backend
+                result = kmeans(tokens, self.n_interests, n_iter=iters, seed=seed, backend=backend)
             self.interest_embeddings[1:] = result.centroids.to(self.interest_embeddings)
             labels = result.labels.to(self.interest_embeddings.device).view(len(self.modalities), -1) + 1
             for modality, ids in zip(self.modalities, labels):

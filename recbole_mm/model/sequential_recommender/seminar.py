@@ -93,6 +93,7 @@ class SEMINAR(TWIN):
         if self.gsu_mode not in GSU_MODES:
             raise ConfigError(f"SEMINAR: config key 'gsu' must be one of {list(GSU_MODES)}, found {self.gsu_mode!r}")
         self.pq_settings = (config["pq_subspaces"], config["pq_codewords"], config["pq_iterations"], config["seed"])
+        self.kmeans_backend = config["kmeans_backend"]
         self.pq_index = None  # ProductQuantizer of the current weights (built or loaded on first use)
         self._pq_loaded = False
         D = self.hidden_size
@@ -232,7 +233,8 @@ class SEMINAR(TWIN):
         r"""Train the product quantiser on the current tables (``pq_subspaces`` x ``pq_codewords``, k-means)."""
         subspaces, codewords, iterations, seed = self.pq_settings
         self.pq_index = ProductQuantizer.fit(
-            self.pq_tables(), subspaces, codewords, seed, n_iter=iterations, model=type(self).__name__
+            self.pq_tables(), subspaces, codewords, seed, n_iter=iterations, model=type(self).__name__,
+            backend=self.kmeans_backend,
         )
         self._pq_loaded = False
         return self.pq_index
