@@ -311,4 +311,4 @@ class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
         return interaction, pessimistic_ranks(scores, positive_u, positive_i), positive_u, positive_i
 
 
-SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSequenceTrainer
+SIMTrainer = ETATrainer = QINTrainer = TWINTrainer = SEMINARTrainer = LongSASRecTrainer = LongSequenceTrainer

@@ -144,7 +144,7 @@ class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
 
 # The long-sequence models read paired (item, query) histories: ``create_dataset`` picks ``<Model>Dataset``, which
 # resolves lazily here (``recbole_mm.data.long_sequence`` subclasses the classes above).
-LONG_SEQUENCE_MODELS = ("SIM", "ETA", "QIN", "TWIN", "SEMINAR")
+LONG_SEQUENCE_MODELS = ("SIM", "ETA", "QIN", "TWIN", "SEMINAR", "LongSASRec")
 
 
 def __getattr__(name):

@@ -17,7 +17,7 @@ LONG_SEQUENCE = {
     "num_heads": 2,
     "retrieve_topk": 3,
     "mlp_hidden_size": 8,
-    "train_batch_size": 128,
+    "train_batch_size": 128 * 10,  # 128 rows x the family's 10 sampled negatives
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20", "group_by": "user"},
     "eval_batch_size": 21 * 40,
     "topk": [1, 5, 10],
@@ -37,6 +37,7 @@ SETTINGS = {
     "QIN": {**LONG_SEQUENCE, "qin_stage1_topk": 5},
     "TWIN": LONG_SEQUENCE,
     "SEMINAR": LONG_SEQUENCE,
+    "LongSASRec": {**LONG_SEQUENCE, "n_heads": 2, "inner_size": 8, "train_batch_size": 128},
 }
 
 
