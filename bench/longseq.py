@@ -99,6 +99,14 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
+def adam_step(trainer, net, batch):
+    """One training step: the model's loss (the sum of its parts), backward, Adam."""
+    trainer.optimizer.zero_grad()
+    losses = net.calculate_loss(batch)
+    (sum(losses) if isinstance(losses, tuple) else losses).backward()
+    trainer.optimizer.step()
+
+
 ESSENTIAL_OPS = ("aten::topk", "aten::_softmax", "aten::bmm")
 
 
@@ -126,13 +134,7 @@ def measure(args, name, model):
     for step in range(args.train_steps + 2):
         batch = next(batches)
 
-        def step_fn():
-            trainer.optimizer.zero_grad()
-            losses = net.calculate_loss(batch)
-            (sum(losses) if isinstance(losses, tuple) else losses).backward()
-            trainer.optimizer.step()
-
-        elapsed, _ = timed(step_fn)
+        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
         if step >= 2:
             rows, seconds = rows + len(batch), seconds + elapsed
     train_rate = rows / seconds
@@ -226,13 +228,7 @@ def throughput_one(model: str, length: int, data_path: str, steps: int) -> dict:
     for step in range(steps + 2):
         load, batch = timed(lambda: next(batches))
 
-        def step_fn():
-            trainer.optimizer.zero_grad()
-            losses = net.calculate_loss(batch)
-            (sum(losses) if isinstance(losses, tuple) else losses).backward()
-            trainer.optimizer.step()
-
-        elapsed, _ = timed(step_fn)
+        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
         if step >= 2:
             histories, step_s, load_s = histories + len(batch) // negatives, step_s + elapsed, load_s + load
     return {
