@@ -75,6 +75,10 @@ def settings(args, name, model, **extra):
         "use_gpu": False,
         "show_progress": False,
         "seed": 2026,
+        # the reference's objective: BCE against one uniform negative per row (256 rows per step)
+        "objective": "bce",
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+        "train_batch_size": 256,
         **extra,
     }
 

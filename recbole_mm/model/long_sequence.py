@@ -26,7 +26,7 @@ What the base holds (as in the reference):
 * ESU: ``num_heads`` full-width heads (``Linear(D, D)`` each for Q, K, V), logits scaled by ``1/sqrt(D)``,
   output ``Linear(H*D, D)``; a GSU returns one set for all heads, or one set per head (TWIN, SEMINAR);
 * head ``Linear(2D, mlp_hidden_size) -> ReLU -> Linear(., 1)`` (PyTorch's default init: the reference creates it
-  after its N(0, 0.02) init), BCE over ``[positive logits; negative logits]``;
+  after its N(0, 0.02) init), the reference training it with BCE over ``[positive logits; negative logits]``;
 * queries (``query_mode``, the same in training and evaluation): a candidate's query is the request context,
   shared by the positive and every negative of a row. ``recommendation``: none (every candidate's query is
   empty); ``search``: the row's query (the query typed with the target interaction; refused where the queries are
@@ -115,7 +115,7 @@ class Retrieval:
             ``G = num_heads`` (head ``h`` reads set ``h``).
         logits: optional ``[B, C, H, L]`` ESU logits the GSU already computed with the ESU's own projections
             (TWIN's consistency-preserving search); the ESU reuses them (and, without gradients, overwrites them).
-        aux: optional ``[B, C]`` auxiliary logits trained with their own BCE (SIM's GSU loss).
+        aux: optional ``[B, C]`` auxiliary logits trained with their own loss, the same objective (SIM's GSU loss).
     """
 
     select: torch.Tensor
@@ -130,8 +130,9 @@ def mlp_head(in_size: int, hidden_size: int) -> nn.Sequential:
 
 class CandidateObjective:
     r"""Training over each row's positive and ``N`` sampled negatives, and the grouping of RecBole's evaluation rows
-    by history: what the long-sequence family and ``LongSASRec`` share. A subclass calls :meth:`init_objective` in ``__init__`` and has RecBole's field names (``ITEM_SEQ``,
-    ``POS_ITEM_ID``, ``NEG_ITEM_ID``) plus ``QUERY``, ``QUERY_SEQ`` and ``USER_ID``."""
+    by history: what the long-sequence family and ``LongSASRec`` share. A subclass calls :meth:`init_objective` in
+    ``__init__`` and has RecBole's field names (``ITEM_SEQ``, ``POS_ITEM_ID``, ``NEG_ITEM_ID``) plus ``QUERY``,
+    ``QUERY_SEQ`` and ``USER_ID``."""
 
     def init_objective(self, config, objectives, negatives_required: bool = True):
         r"""Read ``objective`` (one of ``objectives``) and ``N = train_neg_sample_args.sample_num``.
