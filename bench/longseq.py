@@ -184,11 +184,12 @@ def measure(args, name, model):
 THROUGHPUT_MODELS = ("SASRec full softmax", "SASRec family objective", "SIM", "ETA", "QIN", "TWIN", "SEMINAR")
 
 
-def throughput_settings(model: str, length: int, data_path: str) -> tuple:
-    """``(model class name, config)`` of a throughput row at history length ``length``."""
+def throughput_settings(model: str, length: int, data_path: str, histories: int = 256) -> tuple:
+    """``(model class name, config)`` of a throughput row at history length ``length``, ``histories`` per step."""
     from recbole_mm.results.tables import LONGSEQ_NEGATIVES, LONGSEQ_OBJECTIVE
 
-    sampled = {"train_neg_sample_args": LONGSEQ_NEGATIVES, "train_batch_size": 256 * LONGSEQ_NEGATIVES["sample_num"]}
+    negatives = LONGSEQ_NEGATIVES["sample_num"]
+    sampled = {"train_neg_sample_args": LONGSEQ_NEGATIVES, "train_batch_size": histories * negatives}
     config = {
         "data_path": data_path,
         "checkpoint_dir": os.path.join(data_path, "saved"),
@@ -200,14 +201,14 @@ def throughput_settings(model: str, length: int, data_path: str) -> tuple:
     }
     if model == "SASRec full softmax":
         return "LongSASRec", dict(config, objective="full_softmax", loss_type="CE", train_neg_sample_args=None,
-                                  train_batch_size=256, inner_size=64)
+                                  train_batch_size=histories, inner_size=64)
     if model == "SASRec family objective":
         return "LongSASRec", {**config, **sampled, "objective": LONGSEQ_OBJECTIVE, "loss_type": "BPR", "inner_size": 64}
     k = min(50, length // 2)
     return model, {**config, **sampled, "retrieve_topk": k, "qin_stage1_topk": max(k, min(80, length * 4 // 5))}
 
 
-def throughput_one(model: str, length: int, data_path: str, steps: int) -> dict:
+def throughput_one(model: str, length: int, data_path: str, steps: int, histories: int = 256) -> dict:
     """Histories per second of ``steps`` Adam steps (after 2 warm-up steps), loader seconds per batch, and this
     process's peak resident memory."""
     import resource
@@ -218,7 +219,7 @@ def throughput_one(model: str, length: int, data_path: str, steps: int) -> dict:
     from recbole_mm.data.utils import create_dataset, data_preparation
     from recbole_mm.utils import get_model, get_trainer
 
-    name, settings = throughput_settings(model, length, data_path)
+    name, settings = throughput_settings(model, length, data_path, histories)
     config = Config(model=name, dataset="ml-100k_mm_long", config_dict=settings)
     init_seed(config["seed"], True)
     dataset = create_dataset(config)
@@ -257,22 +258,32 @@ def throughput(args):
     for length in args.lengths:
         for model in args.throughput_models:
             command = [sys.executable, __file__, "--throughput-one", model, str(length), "--data-path", args.data_path,
-                       "--train-steps", str(args.train_steps), "--threads", str(args.threads)]
-            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+                       "--train-steps", str(args.train_steps), "--threads", str(args.threads),
+                       "--histories", str(args.histories)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:  # e.g. killed for memory (exit -9): a row that says so
+                rows.append({"model": model, "L": length, "failed": f"exit {done.returncode}",
+                             "histories_per_batch": args.histories})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     reference = {}
     if args.reference_json:
         with open(args.reference_json, encoding="utf-8") as f:
             reference = json.load(f)
-    print(f"\nml-100k_mm_long, D = 64, 10 negatives per history for the sampled objectives, {args.threads} thread(s)")
+    print(f"\nml-100k_mm_long, D = 64, {args.histories} histories per step, 10 negatives per history for the sampled "
+          f"objectives, {args.threads} thread(s)")
     print("| L | model | histories/s (training) | loader s / batch | peak RSS MiB | vs SASRec full softmax |"
           + (" vs reference |" if reference else ""))
     print("|---|---|---|---|---|---|" + ("---|" if reference else ""))
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['L']} | {r['model']} | {r['failed']} | | | |" + (" |" if reference else ""))
+            continue
         base = next(b for b in rows if b["L"] == r["L"] and b["model"] == "SASRec full softmax")
+        ratio = f"{r['histories_per_s'] / base['histories_per_s']:.2f}x" if "failed" not in base else ""
         line = (f"| {r['L']} | {r['model']} | {r['histories_per_s']:,.0f} | {r['load_s_per_batch']:.3f} | "
-                f"{r['peak_rss_mib']:,.0f} | {r['histories_per_s'] / base['histories_per_s']:.2f}x |")
+                f"{r['peak_rss_mib']:,.0f} | {ratio} |")
         ref = reference.get(str(r["L"]), {}).get("rows_per_s")
         if reference:
             line += f" {r['histories_per_s'] / ref:.1f}x |" if ref else " |"
@@ -346,12 +357,13 @@ def main():
     parser.add_argument("--lengths", nargs="+", type=int, default=[100, 1000])
     parser.add_argument("--throughput-models", nargs="+", default=list(THROUGHPUT_MODELS))
     parser.add_argument("--throughput-one", nargs=2, metavar=("MODEL", "L"), help=argparse.SUPPRESS)
+    parser.add_argument("--histories", type=int, default=256, help="histories per training step (--throughput)")
     parser.add_argument("--reference-json", default=None, help="the reference code's figures, for the ratios")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.throughput_one:
         print(json.dumps(throughput_one(args.throughput_one[0], int(args.throughput_one[1]), args.data_path,
-                                        args.train_steps)))
+                                        args.train_steps, args.histories)))
         return
     if args.throughput:
         throughput(args)
