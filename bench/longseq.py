@@ -15,6 +15,16 @@ beside ``ml-100k_mm`` under ``--data-path`` on first use.
     python bench/longseq.py --data-path /tmp/bench_data
     python bench/longseq.py --models TWIN --train-steps 10 --single-batches 1   # quick look
 
+``--throughput`` instead measures training throughput on ``ml-100k_mm_long`` (whole histories, the family's data
+layout) at each ``--lengths`` L: histories per second of Adam steps (the family with its default objective over the
+positive and 10 sampled negatives, SASRec as ``LongSASRec`` with RecBole's full softmax and with the family's
+objective, all at width 64), the loader's seconds per batch, and the peak resident memory of a process that builds
+the dataset and runs the steps (one process per model and L). ``--reference-json`` takes the reference code's
+figures on the same machine and files (``{"L": {"rows_per_s": .., "eval_pass_s": ..}}``, written by the reference
+benchmark) and prints the ratios.
+
+    python bench/longseq.py --throughput --lengths 100 1000 --threads 1
+
 ``--pq-loss CHECKPOINT ...`` instead evaluates trained SEMINAR checkpoints (e.g. the ``longseq`` results table's)
 on their test split twice, with the exact search and with the product-quantised one (``gsu: pq``, index built from
 the checkpoint's weights), and reports the metric loss and the overlap of the retrieved sets.
@@ -65,6 +75,10 @@ def settings(args, name, model, **extra):
         "use_gpu": False,
         "show_progress": False,
         "seed": 2026,
+        # the reference's objective: BCE against one uniform negative per row (256 rows per step)
+        "objective": "bce",
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+        "train_batch_size": 256,
         **extra,
     }
 
@@ -87,6 +101,14 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def adam_step(trainer, net, batch):
+    """One training step: the model's loss (the sum of its parts), backward, Adam."""
+    trainer.optimizer.zero_grad()
+    losses = net.calculate_loss(batch)
+    (sum(losses) if isinstance(losses, tuple) else losses).backward()
+    trainer.optimizer.step()
 
 
 ESSENTIAL_OPS = ("aten::topk", "aten::_softmax", "aten::bmm")
@@ -116,13 +138,7 @@ def measure(args, name, model):
     for step in range(args.train_steps + 2):
         batch = next(batches)
 
-        def step_fn():
-            trainer.optimizer.zero_grad()
-            losses = net.calculate_loss(batch)
-            (sum(losses) if isinstance(losses, tuple) else losses).backward()
-            trainer.optimizer.step()
-
-        elapsed, _ = timed(step_fn)
+        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
         if step >= 2:
             rows, seconds = rows + len(batch), seconds + elapsed
     train_rate = rows / seconds
@@ -163,6 +179,119 @@ def measure(args, name, model):
         "eval_users": len(valid.uid_list),
         "ndcg@10_untrained": float(result["ndcg@10"]),
     }
+
+
+THROUGHPUT_MODELS = ("SASRec full softmax", "SASRec family objective", "SIM", "ETA", "QIN", "TWIN", "SEMINAR")
+
+
+def throughput_settings(model: str, length: int, data_path: str, histories: int = 256) -> tuple:
+    """``(model class name, config)`` of a throughput row at history length ``length``, ``histories`` per step."""
+    from recbole_mm.results.tables import LONGSEQ_NEGATIVES, LONGSEQ_OBJECTIVE
+
+    negatives = LONGSEQ_NEGATIVES["sample_num"]
+    sampled = {"train_neg_sample_args": LONGSEQ_NEGATIVES, "train_batch_size": histories * negatives}
+    config = {
+        "data_path": data_path,
+        "checkpoint_dir": os.path.join(data_path, "saved"),
+        "MAX_ITEM_LIST_LENGTH": length,
+        "hidden_size": 64,
+        "use_gpu": False,
+        "show_progress": False,
+        "seed": 2026,
+    }
+    if model == "SASRec full softmax":
+        return "LongSASRec", dict(config, objective="full_softmax", loss_type="CE", train_neg_sample_args=None,
+                                  train_batch_size=histories, inner_size=64)
+    if model == "SASRec family objective":
+        return "LongSASRec", {**config, **sampled, "objective": LONGSEQ_OBJECTIVE, "loss_type": "BPR", "inner_size": 64}
+    k = min(50, length // 2)
+    return model, {**config, **sampled, "retrieve_topk": k, "qin_stage1_topk": max(k, min(80, length * 4 // 5))}
+
+
+def throughput_one(model: str, length: int, data_path: str, steps: int, histories: int = 256) -> dict:
+    """Histories per second of ``steps`` Adam steps (after 2 warm-up steps), loader seconds per batch, and this
+    process's peak resident memory."""
+    import resource
+
+    from recbole.utils import init_seed
+
+    from recbole_mm.config import Config
+    from recbole_mm.data.utils import create_dataset, data_preparation
+    from recbole_mm.utils import get_model, get_trainer
+
+    name, settings = throughput_settings(model, length, data_path, histories)
+    config = Config(model=name, dataset="ml-100k_mm_long", config_dict=settings)
+    init_seed(config["seed"], True)
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    net = get_model(name)(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], name)(config, net)
+    net.train()
+    batches = iter(train)
+    histories, step_s, load_s = 0, 0.0, 0.0
+    negatives = settings["train_neg_sample_args"]["sample_num"] if settings.get("train_neg_sample_args") else 1
+    for step in range(steps + 2):
+        load, batch = timed(lambda: next(batches))
+
+        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
+        if step >= 2:
+            histories, step_s, load_s = histories + len(batch) // negatives, step_s + elapsed, load_s + load
+    return {
+        "model": model,
+        "L": length,
+        "histories_per_s": histories / step_s,
+        "load_s_per_batch": load_s / steps,
+        "histories_per_batch": histories // steps,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def throughput(args):
+    """One subprocess per (model, L), so each peak memory is its own; the table of results."""
+    import subprocess
+    import sys
+
+    from recbole_mm.prepare import ml100k_mm_long
+
+    ml100k_mm_long.ensure_built(args.data_path)
+    rows = []
+    for length in args.lengths:
+        for model in args.throughput_models:
+            command = [sys.executable, __file__, "--throughput-one", model, str(length), "--data-path", args.data_path,
+                       "--train-steps", str(args.train_steps), "--threads", str(args.threads),
+                       "--histories", str(args.histories)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:  # e.g. killed for memory (exit -9): a row that says so
+                rows.append({"model": model, "L": length, "failed": f"exit {done.returncode}",
+                             "histories_per_batch": args.histories})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    reference = {}
+    if args.reference_json:
+        with open(args.reference_json, encoding="utf-8") as f:
+            reference = json.load(f)
+    print(f"\nml-100k_mm_long, D = 64, {args.histories} histories per step, 10 negatives per history for the sampled "
+          f"objectives, {args.threads} thread(s)")
+    print("| L | model | histories/s (training) | loader s / batch | peak RSS MiB | vs SASRec full softmax |"
+          + (" vs reference |" if reference else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if reference else ""))
+    for r in rows:
+        if "failed" in r:
+            print(f"| {r['L']} | {r['model']} | {r['failed']} | | | |" + (" |" if reference else ""))
+            continue
+        base = next(b for b in rows if b["L"] == r["L"] and b["model"] == "SASRec full softmax")
+        ratio = f"{r['histories_per_s'] / base['histories_per_s']:.2f}x" if "failed" not in base else ""
+        line = (f"| {r['L']} | {r['model']} | {r['histories_per_s']:,.0f} | {r['load_s_per_batch']:.3f} | "
+                f"{r['peak_rss_mib']:,.0f} | {ratio} |")
+        ref = reference.get(str(r["L"]), {}).get("rows_per_s")
+        if reference:
+            line += f" {r['histories_per_s'] / ref:.1f}x |" if ref else " |"
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
 
 
 def pq_loss(paths):
@@ -224,8 +353,21 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--pq-loss", nargs="+", default=None, metavar="CHECKPOINT", help="SEMINAR checkpoints")
+    parser.add_argument("--throughput", action="store_true", help="training throughput and memory at --lengths")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[100, 1000])
+    parser.add_argument("--throughput-models", nargs="+", default=list(THROUGHPUT_MODELS))
+    parser.add_argument("--throughput-one", nargs=2, metavar=("MODEL", "L"), help=argparse.SUPPRESS)
+    parser.add_argument("--histories", type=int, default=256, help="histories per training step (--throughput)")
+    parser.add_argument("--reference-json", default=None, help="the reference code's figures, for the ratios")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.throughput_one:
+        print(json.dumps(throughput_one(args.throughput_one[0], int(args.throughput_one[1]), args.data_path,
+                                        args.train_steps, args.histories)))
+        return
+    if args.throughput:
+        throughput(args)
+        return
     if args.pq_loss:
         rows = pq_loss(args.pq_loss)
         if args.json:

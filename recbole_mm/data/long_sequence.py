@@ -104,6 +104,8 @@ class LongSequenceDataset(MultiModalSequentialDataset):
         query_from: ``'inter'`` or ``'item'``.
         query_truncated: number of queries (interactions and dummy queries) cut to ``Q`` tokens.
         query_unseen_tokens: number of keyword ids set to 0 because no training interaction or dummy query has them.
+        queries_from_items: True when every interaction's query is its item's dummy query (``query_from: item``, or
+            a ``.inter`` whose queries all equal them): the queries describe items, not requests.
     """
 
     def __init__(self, config):
@@ -116,6 +118,13 @@ class LongSequenceDataset(MultiModalSequentialDataset):
         self._flat = None  # the time-sorted interactions (query_from: inter), filled by data_augmentation
         self._inter_query = None  # [n_inter, Q] queries aligned to inter_feat's rows until build()
         self.query_from = self._query_source(config)
+        self.train_rows_per_user = config["train_rows_per_user"]
+        if self.train_rows_per_user is not None and (
+            not isinstance(self.train_rows_per_user, int) or self.train_rows_per_user < 1
+        ):
+            raise DataFieldError(
+                f"config key 'train_rows_per_user' must be a positive int or None, found {self.train_rows_per_user!r}"
+            )
         super().__init__(config)
         self._attach_queries()
 
@@ -207,9 +216,13 @@ class LongSequenceDataset(MultiModalSequentialDataset):
             self.dummy_query[0] = 0
             self.query_truncated += cut
             self._del_col(self.item_feat, DUMMY_QUERY_FIELD)  # the table lives with the model, not in batches
+        self.queries_from_items = self.query_from == "item"
         if self.query_from == "inter":
             self._inter_query, cut = fixed_width(list(self.inter_feat[q]), width)
             self.query_truncated += cut
+            items = torch.as_tensor(np.asarray(self.inter_feat[self.iid_field], dtype=np.int64))
+            own = self.dummy_query[items].numpy()
+            self.queries_from_items = bool(own.any()) and bool((own == self._inter_query).all())
             self.inter_feat = self.inter_feat.drop(columns=[q])
         self.field2seqlen[q] = width
         if self.query_truncated:
@@ -262,11 +275,38 @@ class LongSequenceDataset(MultiModalSequentialDataset):
 
     def build(self):
         datasets = super().build()
+        if self.train_rows_per_user is not None and datasets:
+            self._keep_last_train_rows(datasets[0], self.train_rows_per_user)
         if self.query_from == "inter" and datasets:
             self.query_unseen_tokens = self._zero_unseen_tokens(datasets[0])
             for part in datasets:
                 part.query_unseen_tokens = self.query_unseen_tokens
         return datasets
+
+    def _keep_last_train_rows(self, train, keep: int) -> None:
+        """Keep each user's last ``keep`` training rows (``train_rows_per_user``); histories are not cut (they are
+        gathered from the table of all interactions), and validation and test keep every row."""
+        if self._flat is None:
+            raise DataFieldError(
+                f"config key 'train_rows_per_user' cuts the rows of a plain {self.dataset_name}.inter; pre-split "
+                f"files (benchmark_filename) are cut when written"
+            )
+        uid = train.inter_feat[self.uid_field].numpy()
+        end = train.inter_feat[HISTORY_END_FIELD].numpy()
+        order = np.lexsort((end, uid))
+        sorted_uid = uid[order]
+        last = np.ones(len(uid), dtype=bool)
+        last[:-1] = sorted_uid[1:] != sorted_uid[:-1]
+        ends = np.flatnonzero(last)
+        counts = np.diff(np.concatenate([[-1], ends]))
+        rank_from_end = np.repeat(ends, counts) - np.arange(len(uid))
+        kept = np.sort(order[rank_from_end < keep])
+        before = len(train.inter_feat)
+        train.inter_feat = train.inter_feat[torch.from_numpy(kept)]
+        self.logger.info(
+            f"{self.dataset_name}: train_rows_per_user = {keep}: {len(kept)} of {before} training rows kept (each "
+            f"user's last), histories whole"
+        )
 
     def _zero_unseen_tokens(self, train) -> int:
         """Set to 0 the keyword ids that no training interaction and no dummy query has (they would read an

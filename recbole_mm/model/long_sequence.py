@@ -7,7 +7,7 @@ The family base of SIM, ETA, QIN, TWIN and SEMINAR: target-aware scoring of a ca
 long history of (item, query) pairs, in two stages. A *general search unit* (GSU, the part each model
 supplies) picks ``K`` of the ``L`` history positions for every candidate; an *exact search unit* (ESU,
 multi-head target attention, shared here) reads them; an MLP on ``[ESU output, candidate]`` gives the
-logit, trained with pointwise BCE against one sampled negative per row.
+logit, trained over the positive and ``N`` sampled negatives per row (BCE as the reference, or sampled softmax).
 
 Reference:
     Shen et al. "SEMINAR: Search Enhanced Multi-modal Interest Network and Approximate Retrieval for Lifelong
@@ -26,15 +26,25 @@ What the base holds (as in the reference):
 * ESU: ``num_heads`` full-width heads (``Linear(D, D)`` each for Q, K, V), logits scaled by ``1/sqrt(D)``,
   output ``Linear(H*D, D)``; a GSU returns one set for all heads, or one set per head (TWIN, SEMINAR);
 * head ``Linear(2D, mlp_hidden_size) -> ReLU -> Linear(., 1)`` (PyTorch's default init: the reference creates it
-  after its N(0, 0.02) init), BCE over ``[positive logits; negative logits]``;
-* the training negative's query is a query drawn at random from the row's own history (the reference draws one
-  of the user's own target queries).
-* the training positive carries its own interaction's query, while the default evaluation
-  (``eval_query_mode: recommendation``) gives every candidate an empty query: the reference's train/test mismatch,
-  kept. Where queries are dummy queries derived from the item (Amazon, ml-100k_mm), the training query also
-  identifies the target; ``search`` gives every candidate the target interaction's query, ``pair`` each item's own.
+  after its N(0, 0.02) init), the reference training it with BCE over ``[positive logits; negative logits]``;
+* queries (``query_mode``, the same in training and evaluation): a candidate's query is the request context,
+  shared by the positive and every negative of a row. ``recommendation``: none (every candidate's query is
+  empty); ``search``: the row's query (the query typed with the target interaction; refused where the queries are
+  the items' own dummy queries, which would name the answer); ``pair``: each candidate its item's own dummy query,
+  positive and negatives alike (needs the dataset's per-item ``dummy_query``). History positions always carry
+  their own queries.
 
 Departures (``reference_compat: True`` restores those marked *compat*):
+
+* B6 (*compat*): the reference trains the positive with its own interaction's query (for dummy queries, the
+  target's own words) and the negative with a query drawn from the user's history, then evaluates every candidate
+  with an empty query (``recommendation``): the model learns that "the query names the item" and meets empty
+  queries at test. Under compat the training candidates get that mix again (the negative's query drawn from the
+  row's history) and evaluation follows ``query_mode``.
+* Objective (``objective``): ``bce`` (the reference's) is pointwise BCE over the positive and the
+  ``train_neg_sample_args.sample_num`` sampled negatives (one in the reference); ``sampled_softmax`` is the
+  cross-entropy of the positive against those negatives. The history is encoded once per row and every candidate
+  scored against it, as in evaluation: RecBole repeats each row once per negative, and only the first copy is read.
 
 * Candidates are scored as a batch: the history is embedded and projected once per user, every candidate's
   retrieval is a top-K over a ``[B, C, G, L]`` score tensor, and the ESU reads its set through a mask over the
@@ -59,7 +69,7 @@ Departures (``reference_compat: True`` restores those marked *compat*):
 * Ties in evaluation are ranked pessimistically (``LongSequenceTrainer``): a positive tied with a negative
   does not win. The reference's argsort could rank a tied positive first.
 * Full ranking works (``item_chunk_size`` candidates at a time) for comparison with full-ranking models;
-  the family's protocol is uni100.
+  the family's protocol is RecBole's ``uni99`` (the positive and 99 sampled negatives).
 """
 
 import math
@@ -76,7 +86,8 @@ from recbole_mm.data.long_sequence import LongSequenceDataset
 from recbole_mm.errors import ConfigError, DataFieldError
 from recbole_mm.model.layers import ItemFeatureBank
 
-EVAL_QUERY_MODES = ("recommendation", "search", "pair")
+QUERY_MODES = ("recommendation", "search", "pair")
+OBJECTIVES = ("bce", "sampled_softmax")
 
 
 @dataclass
@@ -105,7 +116,7 @@ class Retrieval:
             ``G = num_heads`` (head ``h`` reads set ``h``).
         logits: optional ``[B, C, H, L]`` ESU logits the GSU already computed with the ESU's own projections
             (TWIN's consistency-preserving search); the ESU reuses them (and, without gradients, overwrites them).
-        aux: optional ``[B, C]`` auxiliary logits trained with their own BCE (SIM's GSU loss).
+        aux: optional ``[B, C]`` auxiliary logits trained with their own loss, the same objective (SIM's GSU loss).
     """
 
     select: torch.Tensor
@@ -118,19 +129,110 @@ def mlp_head(in_size: int, hidden_size: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
 
 
-class LongSequenceRecommender(SequentialRecommender):
+class CandidateObjective:
+    r"""Training over each row's positive and ``N`` sampled negatives, and the grouping of RecBole's evaluation rows
+    by history: what the long-sequence family and ``LongSASRec`` share. A subclass calls :meth:`init_objective` in
+    ``__init__`` and has RecBole's field names (``ITEM_SEQ``, ``POS_ITEM_ID``, ``NEG_ITEM_ID``) plus ``QUERY``,
+    ``QUERY_SEQ`` and ``USER_ID``. Every model on it reads the long-sequence dataset and trains with its trainer."""
+
+    dataset_class = LongSequenceDataset
+    trainer_class = "LongSequenceTrainer"
+
+    def init_objective(self, config, objectives, negatives_required: bool = True):
+        r"""Read ``objective`` (one of ``objectives``) and ``N = train_neg_sample_args.sample_num``.
+
+        Raises:
+            ConfigError: an unknown objective, or no (or a non-positive) ``sample_num`` where negatives are needed.
+        """
+        name = type(self).__name__
+        self.objective = config["objective"]
+        if self.objective not in objectives:
+            raise ConfigError(
+                f"{name}: config key 'objective' must be one of {list(objectives)}, found {self.objective!r}"
+            )
+        neg = config["train_neg_sample_args"]
+        num = neg.get("sample_num") if isinstance(neg, dict) else None
+        self.train_negatives = num if isinstance(num, int) else None
+        if not negatives_required:
+            return
+        if not neg or neg.get("distribution") in (None, "none") or not isinstance(num, int) or num < 1:
+            raise ConfigError(
+                f"{name}: objective '{self.objective}' trains each row's target against sampled negatives; config "
+                f"key 'train_neg_sample_args' must be {{distribution: uniform, sample_num: N}} with N >= 1, found "
+                f"{neg!r}"
+            )
+
+    @staticmethod
+    def pair_bce(logits: torch.Tensor) -> torch.Tensor:
+        r"""BCE of ``[B, 1 + N]`` logits (column 0 positive, the others negatives), the mean over all ``B (1 + N)``."""
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    @staticmethod
+    def sampled_softmax(logits: torch.Tensor) -> torch.Tensor:
+        r"""Cross-entropy of the positive (column 0) against the negatives of ``[B, 1 + N]`` logits, the mean over
+        ``B``: ``mean(logsumexp(logits) - logits[:, 0])``."""
+        return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+    def candidate_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        r"""The configured ``objective`` of ``[B, 1 + N]`` logits (column 0 the positive)."""
+        return self.pair_bce(logits) if self.objective == "bce" else self.sampled_softmax(logits)
+
+    def training_candidates(self, interaction) -> Tuple[int, torch.Tensor]:
+        r"""``(B, items [B, 1 + N])``: RecBole's training batch holds ``N`` copies of ``B`` rows, copy ``k`` with the
+        ``k``-th negative (``train_neg_sample_args.sample_num = N``); the positive then the ``N`` negatives of each
+        of the first ``B`` rows.
+
+        Raises:
+            DataFieldError: the batch is not laid out that way (rows not a multiple of ``N``, copies differing).
+        """
+        n = self.train_negatives
+        pos, neg = interaction[self.POS_ITEM_ID], interaction[self.NEG_ITEM_ID]
+        rows = pos.shape[0]
+        if rows % n or not bool((pos.view(n, -1) == pos[: rows // n]).all()):
+            raise DataFieldError(
+                f"{type(self).__name__}: a training batch of {rows} rows is not {n} copies of its rows (RecBole's "
+                f"layout for train_neg_sample_args.sample_num = {n}); the loader must repeat each row once per negative"
+            )
+        b = rows // n
+        return b, torch.cat([pos[:b].unsqueeze(1), neg.view(n, b).t()], dim=1)
+
+    def candidate_groups(self, interaction):
+        r"""Rows sharing a history (consecutive, same user, item history and target query; without a user field, the
+        same history queries too) as one user's candidates.
+
+        Returns:
+            ``(first [G], group [N], position [N])``: each group's first row, each row's group and its column.
+        """
+        keys = [interaction[self.ITEM_SEQ], interaction[self.QUERY]]
+        if self.USER_ID in interaction:  # a user's rows with one item history share their queries too
+            keys.append(interaction[self.USER_ID].unsqueeze(1))
+        else:
+            keys.append(interaction[self.QUERY_SEQ].flatten(1))
+        n, device = keys[0].shape[0], keys[0].device
+        differs = torch.zeros(max(n - 1, 0), dtype=torch.bool, device=device)
+        for key in keys:
+            differs |= (key[1:] != key[:-1]).any(dim=1)
+        start = torch.cat([torch.ones(1, dtype=torch.bool, device=device), differs])
+        first = torch.nonzero(start).squeeze(1)
+        group = torch.cumsum(start.long(), dim=0) - 1
+        position = torch.arange(n, device=group.device) - first[group]
+        return first, group, position
+
+
+class LongSequenceRecommender(CandidateObjective, SequentialRecommender):
     r"""Base of the long-sequence target-attention family; subclasses implement :meth:`gsu`.
 
     Batches carry ``item_id_list [B, L]``, ``item_length [B]``, ``<QUERY_FIELD>_list [B, L, Q]``, the target
-    ``item_id [B]`` with its ``<QUERY_FIELD> [B, Q]``, and in training ``neg_item_id [B]``. Candidates' own
-    queries (``eval_query_mode: pair``) come from the dataset's per-item ``dummy_query [n_items, Q]``.
-    Its dataset and trainer (read by :mod:`recbole_mm.registry`): :class:`LongSequenceDataset`,
-    :class:`recbole_mm.trainer.LongSequenceTrainer`.
+    ``item_id [B]`` with its ``<QUERY_FIELD> [B, Q]``, and in training ``neg_item_id`` (RecBole's ``N`` copies of
+    the ``B`` rows, one negative each). Candidates' own
+    queries (``query_mode: pair``) come from the dataset's per-item ``dummy_query [n_items, Q]``.
+    Its dataset and trainer (read by :mod:`recbole_mm.registry`, declared on :class:`CandidateObjective`):
+    :class:`LongSequenceDataset`, :class:`recbole_mm.trainer.LongSequenceTrainer`.
     """
 
     input_type = InputType.PAIRWISE
-    dataset_class = LongSequenceDataset
-    trainer_class = "LongSequenceTrainer"
 
     def __init__(self, config, dataset):
         super(LongSequenceRecommender, self).__init__(config, dataset)
@@ -141,7 +243,7 @@ class LongSequenceRecommender(SequentialRecommender):
         self.mlp_hidden_size = config["mlp_hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.query_max_tokens = config["query_max_tokens"]
-        self.eval_query_mode = config["eval_query_mode"]
+        self.query_mode = config["query_mode"]
         self.batch_candidates = config["batch_candidates"]
         self.item_chunk_size = config["item_chunk_size"]
         self.reference_compat = config["reference_compat"]
@@ -193,16 +295,16 @@ class LongSequenceRecommender(SequentialRecommender):
                 bad(key, "a positive int")
         if not isinstance(self.fusion_weight_query, (int, float)) or not 0 <= self.fusion_weight_query <= 1:
             bad("fusion_weight_query", "a float in [0, 1]")
-        if self.eval_query_mode not in EVAL_QUERY_MODES:
-            bad("eval_query_mode", f"one of {list(EVAL_QUERY_MODES)}")
+        if config["eval_query_mode"] is not None:
+            raise ConfigError(
+                f"{name}: config key 'eval_query_mode' is replaced by 'query_mode' (the same candidates' queries in "
+                f"training and evaluation), found eval_query_mode: {config['eval_query_mode']!r}"
+            )
+        if self.query_mode not in QUERY_MODES:
+            bad("query_mode", f"one of {list(QUERY_MODES)}")
         if not isinstance(self.item_chunk_size, int) or self.item_chunk_size < 1:
             bad("item_chunk_size", "a positive int")
-        neg = config["train_neg_sample_args"]
-        if not neg or neg.get("distribution") in (None, "none") or neg.get("sample_num") != 1:
-            raise ConfigError(
-                f"{name}: trains with BCE on one sampled negative per row; config key 'train_neg_sample_args' must "
-                f"be {{distribution: uniform, sample_num: 1}}, found {neg!r}"
-            )
+        self.init_objective(config, OBJECTIVES)
 
     def _check_query_fields(self, dataset):
         name = type(self).__name__
@@ -223,20 +325,27 @@ class LongSequenceRecommender(SequentialRecommender):
             )
 
     def _register_dummy_query(self, dataset):
+        name = type(self).__name__
         table = getattr(dataset, "dummy_query", None)
+        has_items = table is not None and bool(torch.as_tensor(table).any())
+        if self.query_mode == "pair" and not has_items:
+            raise DataFieldError(
+                f"{name}: query_mode 'pair' gives every candidate (positive and negatives, in training and "
+                f"evaluation) its item's own dummy query, but dataset '{dataset.dataset_name}' has no per-item query "
+                f"table (a 'dummy_query:token_seq' column in its .item file); use 'recommendation' or 'search'"
+            )
+        if self.query_mode == "search" and not self.reference_compat and getattr(dataset, "queries_from_items", False):
+            raise ConfigError(
+                f"{name}: query_mode 'search' gives every candidate the row's query, but the queries of dataset "
+                f"'{dataset.dataset_name}' are its items' own dummy queries: the row's query names the target. Use "
+                f"'recommendation' (no query) or 'pair' (every candidate its own item's query)"
+            )
         if table is None:
-            if self.eval_query_mode == "pair":
-                raise DataFieldError(
-                    f"{type(self).__name__}: eval_query_mode 'pair' gives every candidate its item's query, but "
-                    f"dataset '{dataset.dataset_name}' has no per-item query table (dataset.dummy_query); use "
-                    f"'recommendation' or 'search', or a dataset prepared with item queries"
-                )
             table = torch.zeros(self.n_items, 1, dtype=torch.long)
         table = torch.as_tensor(table, dtype=torch.long)
         if table.dim() != 2 or table.shape[0] != self.n_items:
             raise DataFieldError(
-                f"{type(self).__name__}: dataset.dummy_query must be [n_items={self.n_items}, Q], found "
-                f"{tuple(table.shape)}"
+                f"{name}: dataset.dummy_query must be [n_items={self.n_items}, Q], found {tuple(table.shape)}"
             )
         self._check_query_width(table, "dataset.dummy_query")
         self.register_buffer("dummy_query", table.clone(), persistent=False)
@@ -444,6 +553,16 @@ class LongSequenceRecommender(SequentialRecommender):
         columns = [self.score(history, items[:, c : c + 1], tokens[:, c : c + 1])[0] for c in range(items.shape[1])]
         return torch.cat(columns, dim=1)
 
+    # ------------------------------------------------------------------ candidates' queries
+    def candidate_queries(self, row_query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        r"""Candidates' queries ``[B, C, Q]`` under ``query_mode``, in training and evaluation alike:
+        ``recommendation`` empty, ``search`` the row's query ``row_query [B, Q]`` for every candidate, ``pair`` each
+        item's own dummy query."""
+        if self.query_mode == "pair":
+            return self.dummy_query[items]
+        expanded = row_query.unsqueeze(1).expand(-1, items.shape[1], -1)
+        return expanded if self.query_mode == "search" else torch.zeros_like(expanded)
+
     # ------------------------------------------------------------------ training
     def random_history_query(self, history: History) -> torch.Tensor:
         r"""``[B, Q]``: the query of a uniformly drawn real position of each history (histories are left-aligned)."""
@@ -451,58 +570,27 @@ class LongSequenceRecommender(SequentialRecommender):
         pick = (torch.rand(length.shape, device=length.device) * length).long()
         return history.queries[torch.arange(len(pick), device=pick.device), pick]
 
-    @staticmethod
-    def pair_bce(logits: torch.Tensor) -> torch.Tensor:
-        r"""BCE of ``[B, 2]`` logits (column 0 positive, column 1 negative), the mean over all ``2B``."""
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        return F.binary_cross_entropy_with_logits(logits, labels)
-
     def training_logits(self, interaction) -> Tuple[torch.Tensor, Retrieval]:
-        r"""Logits ``[B, 2]`` of each row's positive and sampled negative, and the retrieval."""
-        history = self.encode_history(interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ])
-        items = torch.stack([interaction[self.POS_ITEM_ID], interaction[self.NEG_ITEM_ID]], dim=1)
-        tokens = torch.stack([interaction[self.QUERY], self.random_history_query(history)], dim=1)
+        r"""Logits ``[B, 1 + N]`` of each row's positive and its ``N`` sampled negatives, and the retrieval; the
+        history encoded once per row."""
+        b, items = self.training_candidates(interaction)
+        history = self.encode_history(interaction[self.ITEM_SEQ][:b], interaction[self.QUERY_SEQ][:b])
+        row_query = interaction[self.QUERY][:b]
+        if self.reference_compat:  # B6: the positive's own query, the negatives' drawn from the history
+            drawn = [self.random_history_query(history) for _ in range(items.shape[1] - 1)]
+            tokens = torch.stack([row_query, *drawn], dim=1)
+        else:
+            tokens = self.candidate_queries(row_query, items)
         return self.score(history, items, tokens)
 
     def calculate_loss(self, interaction):
         logits, retrieval = self.training_logits(interaction)
-        loss = self.pair_bce(logits)
+        loss = self.candidate_loss(logits)
         if retrieval.aux is None:
             return loss
-        return loss, self.pair_bce(retrieval.aux)
+        return loss, self.candidate_loss(retrieval.aux)
 
     # ------------------------------------------------------------------ evaluation
-    def candidate_queries(self, target_query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        r"""Candidates' queries ``[B, C, Q]`` under ``eval_query_mode``: ``recommendation`` empty, ``search`` the
-        target interaction's query ``target_query [B, Q]`` for every candidate, ``pair`` each item's own query."""
-        if self.eval_query_mode == "pair":
-            return self.dummy_query[items]
-        expanded = target_query.unsqueeze(1).expand(-1, items.shape[1], -1)
-        return expanded if self.eval_query_mode == "search" else torch.zeros_like(expanded)
-
-    def candidate_groups(self, interaction):
-        r"""Rows sharing a history (consecutive, same user, item history and target query; without a user field, the
-        same history queries too) as one user's candidates.
-
-        Returns:
-            ``(first [G], group [N], position [N])``: each group's first row, each row's group and its column.
-        """
-        keys = [interaction[self.ITEM_SEQ], interaction[self.QUERY]]
-        if self.USER_ID in interaction:  # a user's rows with one item history share their queries too
-            keys.append(interaction[self.USER_ID].unsqueeze(1))
-        else:
-            keys.append(interaction[self.QUERY_SEQ].flatten(1))
-        n, device = keys[0].shape[0], keys[0].device
-        differs = torch.zeros(max(n - 1, 0), dtype=torch.bool, device=device)
-        for key in keys:
-            differs |= (key[1:] != key[:-1]).any(dim=1)
-        start = torch.cat([torch.ones(1, dtype=torch.bool, device=device), differs])
-        first = torch.nonzero(start).squeeze(1)
-        group = torch.cumsum(start.long(), dim=0) - 1
-        position = torch.arange(n, device=group.device) - first[group]
-        return first, group, position
-
     def predict(self, interaction):
         r"""Scores ``[N]`` of RecBole's evaluation rows: rows sharing a history are scored as one batch of
         candidates against a single embedding of it."""

@@ -26,8 +26,15 @@ def _build_ml100k_mm_cold(root: str) -> None:
     ml100k_mm_cold.ensure_built(root)
 
 
+def _build_ml100k_mm_long(root: str) -> None:
+    from recbole_mm.prepare import ml100k_mm_long
+
+    ml100k_mm_long.ensure_built(root)
+
+
 # The embedded datasets: built from the MovieLens-100K files in the recbole wheel the first time a run asks for them.
 register_builder("ml-100k_mm", _build_ml100k_mm)
 register_builder("ml-100k_mm_A", _build_ml100k_mm_domains)
 register_builder("ml-100k_mm_B", _build_ml100k_mm_domains)
 register_builder("ml-100k_mm_cold", _build_ml100k_mm_cold)
+register_builder("ml-100k_mm_long", _build_ml100k_mm_long)

@@ -33,14 +33,8 @@ load_col:                                  # (dict) Fields read from each atomic
 {item_col}QUERY_FIELD: query                         # (str) Interaction field holding the query's keyword tokens.
 query_max_tokens: 5                        # (int) Keywords per query; longer queries keep their first 5.
 MAX_ITEM_LIST_LENGTH: {max_len}                # (int) History length L.
-eval_args:                                 # (dict) Leave-one-out by time, 1 positive + 99 uniform negatives.
-  split: {{LS: valid_and_test}}
-  order: TO
-  mode: uni100
-  group_by: user
-metrics: [Hit, NDCG, MRR]                  # (list) The reference's metrics.
-topk: [1, 5, 10, 50]                       # (list) Cut-offs.
-valid_metric: NDCG@10                      # (str) Model selection.
+# Evaluation: the long-sequence family's protocol, defined once in the models' properties
+# (recbole_mm/properties/model/<Model>.yaml: leave-one-out by time, the positive and 99 uniform negatives, uni99).
 {features}"""
 
 

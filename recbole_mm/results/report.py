@@ -98,6 +98,16 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
     return lines
 
 
+def _capped(record: Dict) -> str:
+    """`` (not converged)`` when the run's best epoch lies within ``stopping_step`` of its epoch cap (patience could
+    not have stopped it), else ``""``."""
+    settings = record["spec"]["settings"]
+    cap, patience = settings.get("epochs"), settings.get("stopping_step")
+    if record.get("best_epoch") is None or cap is None or patience is None:
+        return ""
+    return " (not converged)" if record["best_epoch"] + 1 > cap - patience else ""
+
+
 def _rows_table(plan: Plan, records: Dict, seeds: List[int], metrics: List[str], extra: bool) -> List[str]:
     head = ["row"] + [_name(m) for m in metrics]
     if extra:
@@ -113,7 +123,7 @@ def _rows_table(plan: Plan, records: Dict, seeds: List[int], metrics: List[str],
             cells = [cell([r["test"][m] for r in done]) for m in metrics]
             if extra:
                 cells.append(cell([r["best_valid"]["ndcg@10"] for r in done]))
-                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}" for r in done))
+                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}{_capped(r)}" for r in done))
         if extra:
             wall = mean_std([r["wall_seconds"] for r in done])[0] if done else float("nan")
             cpu = mean_std([r["cpu_seconds"] for r in done])[0] if done else float("nan")

@@ -27,7 +27,7 @@ TINY = {
     "mlp_hidden_size": 8,
     "hash_bits": 6,
     "MAX_ITEM_LIST_LENGTH": 10,
-    "train_batch_size": 64,
+    "train_batch_size": 640,  # 64 rows x the family's 10 sampled negatives (RecBole counts one copy per negative)
     "eval_batch_size": 21 * 16,
     "epochs": 1,
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20", "group_by": "user"},

@@ -300,8 +300,8 @@ def test_batch_of_candidates_equals_one_at_a_time(data_root, model):
 
 
 @pytest.mark.parametrize("mode", ["recommendation", "search", "pair"])
-def test_candidate_queries_by_eval_query_mode(data_root, mode):
-    _, dataset, _, valid, _, net = build(data_root, "TWIN", write=False, eval_query_mode=mode)
+def test_candidate_queries_by_query_mode(data_root, mode):
+    _, dataset, _, valid, _, net = build(data_root, "TWIN", write=False, query_mode=mode)
     batch = first_batch(valid)
     first, group, position = net.candidate_groups(batch)
     items = torch.zeros(len(first), 21, dtype=torch.long)
@@ -344,8 +344,24 @@ def test_one_training_step_reaches_every_trainable_part(data_root, model):
         assert isinstance(losses, tuple) and len(losses) == 2  # ESU and auxiliary GSU BCE
 
 
-def test_training_negative_takes_a_query_from_the_history(data_root):
-    _, _, train, _, _, net = build(data_root, "TWIN", write=False)
+@pytest.mark.parametrize("mode", ["recommendation", "search", "pair"])
+def test_training_candidates_share_the_row_query_as_in_evaluation(data_root, mode, monkeypatch):
+    _, dataset, train, _, _, net = build(data_root, "TWIN", write=False, query_mode=mode)
+    batch = first_batch(train)
+    seen = {}
+    monkeypatch.setattr(net, "score", lambda history, items, tokens: seen.update(items=items, tokens=tokens) or (0, 0))
+    net.training_logits(batch)
+    b, items = net.training_candidates(batch)
+    assert seen["items"].shape == (b, 1 + net.train_negatives) and torch.equal(seen["items"], items)
+    assert torch.equal(seen["tokens"], net.candidate_queries(batch["query"][:b], items))
+    if mode == "pair":  # every candidate, positive and negatives, its own item's query
+        assert torch.equal(seen["tokens"], dataset.dummy_query[items])
+    else:  # the positive's query is the negatives' too: nothing in it singles out the positive
+        assert torch.equal(seen["tokens"][:, :1].expand_as(seen["tokens"]), seen["tokens"])
+
+
+def test_reference_compat_training_negative_takes_a_query_from_the_history(data_root):
+    _, _, train, _, _, net = build(data_root, "TWIN", write=False, reference_compat=True)
     batch = first_batch(train)
     history = net.encode_history(batch["item_id_list"], batch["query_list"])
     torch.manual_seed(0)
@@ -431,15 +447,64 @@ def test_query_wider_than_query_max_tokens_is_a_clear_error(data_root):
 def test_pair_mode_needs_item_queries(data_root):
     from recbole_mm.model.sequential_recommender.twin import TWIN
 
-    config, dataset, train, *_ = build(data_root, "TWIN", write=False, eval_query_mode="pair")
+    config, dataset, train, *_ = build(data_root, "TWIN", write=False, query_mode="pair")
     del train.dataset.dummy_query
     with pytest.raises(DataFieldError, match="dummy_query"):
         TWIN(config, train.dataset)
 
 
-def test_training_needs_one_sampled_negative(data_root):
+@pytest.mark.parametrize("neg", [None])
+def test_training_needs_sampled_negatives(data_root, neg):
     with pytest.raises(ConfigError, match="train_neg_sample_args"):
-        build(data_root, "SIM", write=False, train_neg_sample_args={"distribution": "uniform", "sample_num": 2})
+        build(data_root, "SIM", write=False, train_neg_sample_args=neg)
+
+
+@pytest.mark.parametrize("objective", ["sampled_softmax", "bce"])
+@pytest.mark.parametrize("model", ["TWIN", "SIM"])
+def test_objective_over_n_negatives_against_a_float64_loop(data_root, objective, model):
+    n = 3
+    neg = {"distribution": "uniform", "sample_num": n}
+    _, _, train, _, _, net = build(
+        data_root, model, write=False, objective=objective, train_neg_sample_args=neg, train_batch_size=30
+    )
+    net = net.double()
+    batch = first_batch(train)
+    rows = len(batch)
+    b = rows // n
+    assert rows == n * b and b > 1
+    losses = net.calculate_loss(batch)
+    # the reference: every (row, candidate) scored on its own RecBole copy of the row, one candidate at a time
+    logits, aux = np.zeros((b, 1 + n)), np.zeros((b, 1 + n))
+    with torch.no_grad():
+        for i in range(b):
+            for c in range(1 + n):
+                row = i + max(c - 1, 0) * b
+                item = batch["item_id" if c == 0 else "neg_item_id"][row : row + 1]
+                history = net.encode_history(batch["item_id_list"][row : row + 1], batch["query_list"][row : row + 1])
+                tokens = torch.zeros(1, 1, batch["query"].shape[1], dtype=torch.long)  # recommendation: no query
+                value, retrieval = net.score(history, item[:, None], tokens)
+                logits[i, c] = value.item()
+                if retrieval.aux is not None:
+                    aux[i, c] = retrieval.aux.item()
+
+    def loss(x):
+        if objective == "bce":
+            labels = np.zeros_like(x)
+            labels[:, 0] = 1
+            return float(np.mean(np.logaddexp(0, x) - labels * x))
+        return float(np.mean(np.log(np.exp(x).sum(1)) - x[:, 0]))
+
+    got = [l.item() for l in losses] if isinstance(losses, tuple) else [losses.item()]
+    want = [loss(logits)] + ([loss(aux)] if model == "SIM" else [])
+    assert np.allclose(got, want, rtol=0, atol=1e-10), (got, want)
+
+
+def test_training_batch_not_in_recbole_copies_is_refused(data_root):
+    neg = {"distribution": "uniform", "sample_num": 2}
+    _, _, train, _, _, net = build(data_root, "TWIN", write=False, train_neg_sample_args=neg)
+    batch = first_batch(train)
+    with pytest.raises(DataFieldError, match="copies"):
+        net.calculate_loss(batch[torch.arange(len(batch) - 1)])
 
 
 def test_full_ranking_evaluation_through_the_trainer(data_root):

@@ -124,19 +124,39 @@ def test_negative_positions_exclude_the_position_itself(data_root):
     assert net.negative_positions(3, torch.device("cpu")).shape == (3, 2)
 
 
+@pytest.mark.parametrize("compat", [False, True])
+def test_next_pair_loss_gives_the_positive_no_query_naming_it(data_root, compat, monkeypatch):
+    # pre-training data where every interaction's query is its item's: the next-pair candidates share the row's
+    # (empty, recommendation) query; only reference_compat gives the positive its own
+    _, _, train, *_, net = build(data_root, "SEMINAR", write=False, train_stage="pretrain", reference_compat=compat)
+    batch = first_batch(train)
+    seen = {}
+    monkeypatch.setattr(net, "score", lambda history, items, tokens: seen.update(tokens=tokens) or (torch.zeros(2, 2), 0))
+    monkeypatch.setattr(net, "alignment_loss", lambda *args: torch.zeros(()))
+    monkeypatch.setattr(net, "query_item_loss", lambda *args: torch.zeros(()))
+    net.pretrain_loss(batch)
+    b, _ = net.training_candidates(batch)
+    tokens = seen["tokens"]
+    if compat:
+        assert torch.equal(tokens[:, 0], batch["query"][:b]) and tokens[:, 0].any()
+    else:
+        assert not tokens.any()
+
+
 def test_pretraining_loss_is_the_weighted_sum_of_its_parts(data_root):
     _, _, train, *_, net = build(data_root, "SEMINAR", write=False, train_stage="pretrain", psu_align_weight=0.1)
     batch = first_batch(train)
     torch.manual_seed(0)
     next_pair, align, qi = net.pretrain_loss(batch)
-    items, tokens = batch["item_id_list"], batch["query_list"]
+    b, _ = net.training_candidates(batch)  # the first of RecBole's copies of each row (one per negative)
+    items, tokens = batch["item_id_list"][:b], batch["query_list"][:b]
     parts = net.psu_parts(items)
     assert torch.allclose(align, 0.1 * net.alignment_loss(parts, items > 0))
     torch.manual_seed(0)
     logits, _ = net.training_logits(batch)
     negatives = net.negative_positions(items.shape[1], items.device)
     want_qi = net.query_item_loss(net.psu_query(tokens), net.gated(parts), items > 0, (tokens > 0).any(-1), negatives)
-    assert torch.allclose(next_pair, net.pair_bce(logits)) and torch.allclose(qi, want_qi)
+    assert torch.allclose(next_pair, net.candidate_loss(logits)) and torch.allclose(qi, want_qi)
     (next_pair + align + qi).backward()
     assert net.G_item_id.weight.grad is not None and net.modal_projection["text"].weight.grad is not None
 

@@ -17,8 +17,11 @@ ESU head ranks the history with its own projections and attends over its own top
 
 ``train_stage: pretrain`` trains the PSU loss ``w_next L_next + w_align L_align + w_qi L_qi``:
 
-* ``L_next``: next (query, item) pair BCE with the TWIN search (modalities through ``P_m`` only, as in the
-  reference's pre-training path; ID and query through ``G``);
+* ``L_next``: the next (query, item) pair against the row's sampled negatives with the TWIN search and the family's
+  ``objective`` (modalities through ``P_m`` only, as in the reference's pre-training path; ID and query through
+  ``G``). The candidates' queries follow ``query_mode`` as in fine-tuning: the positive never carries a query
+  that names it unless every negative carries its own (``pair``); under ``reference_compat`` the positive keeps
+  its own query (B6);
 * ``L_align``: symmetric contrastive alignment of every pair of channels among ``E_id`` and ``P_m(features_m)``
   (before ``G``), L2-normalised, temperature ``psu_temperature``, over chunks of ``align_chunk_size`` positions;
 * ``L_qi``: each position's query against its own item (the gated PSU item embedding, before ``G``), cosine /
@@ -196,13 +199,14 @@ class SEMINAR(TWIN):
         r"""``(w_next L_next, w_align L_align, w_qi L_qi)``."""
         w_next, w_align, w_qi = self.loss_weights
         logits, _ = self.training_logits(interaction)
-        items, tokens = interaction[self.ITEM_SEQ], interaction[self.QUERY_SEQ]
+        b = logits.shape[0]  # the first of RecBole's copies of each row (one per negative)
+        items, tokens = interaction[self.ITEM_SEQ][:b], interaction[self.QUERY_SEQ][:b]
         valid = items > 0
         parts = self.psu_parts(items)
         align = self.alignment_loss(parts, valid)
         negatives = self.negative_positions(items.shape[1], items.device)
         qi = self.query_item_loss(self.psu_query(tokens), self.gated(parts), valid, (tokens > 0).any(-1), negatives)
-        return w_next * self.pair_bce(logits), w_align * align, w_qi * qi
+        return w_next * self.candidate_loss(logits), w_align * align, w_qi * qi
 
     def calculate_loss(self, interaction):
         if self.train_stage == "pretrain":

@@ -13,8 +13,8 @@ Reference code:
 
 Soft search: ``r_l = (W_k s_l) . (W_q t)`` with SIM's own ``Linear(D, D)`` pair (PyTorch's default init, as the
 reference creates them after its init), the top-K positions go to the shared single-set ESU; an auxiliary GSU
-head on ``[u, t]``, ``u`` the search-weighted sum of the history, is trained with its own BCE (the SIM paper's
-GSU loss). Prediction uses the ESU logit only. The paper's hard search (category match) and time-interval
+head on ``[u, t]``, ``u`` the search-weighted sum of the history, is trained with its own loss (the family's
+objective; the SIM paper's GSU loss). Prediction uses the ESU logit only. The paper's hard search (category match) and time-interval
 embeddings are not part of the reference and not implemented.
 
 Departures (see :mod:`recbole_mm.model.long_sequence` for the family's):
