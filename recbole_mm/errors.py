@@ -24,3 +24,7 @@ class ModelNotFoundError(RecBoleMMError, ValueError):
 
 class ConfigError(RecBoleMMError):
     """A required setting is missing or contradicts another."""
+
+
+class CheckpointError(RecBoleMMError):
+    """A checkpoint file is missing, incomplete or not a recbole_mm/RecBole checkpoint."""
