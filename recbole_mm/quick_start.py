@@ -18,6 +18,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
 from recbole_mm.errors import CheckpointError
+from recbole_mm.memory import warn_if_too_large
 from recbole_mm.utils import compile_training_loss, get_model, get_trainer, set_tf32_matmul
 
 
@@ -36,6 +37,8 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
         logger.info(model)
     compile_training_loss(model, config["compile_mode"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["device"].type == "cpu":
+        warn_if_too_large(config, train_data, logger)
     best_valid_score, best_valid_result = trainer.fit(
         train_data,
         valid_data,
@@ -120,7 +123,7 @@ def read_checkpoint(model_file: str) -> dict:
     size = os.path.getsize(model_file)
     try:
         checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         reason = " ".join(str(err).split()).split(". ")[0] or type(err).__name__
         raise CheckpointError(
             f"checkpoint {os.path.abspath(model_file)} is incomplete or corrupt ({size:,} bytes; torch.load: "
