@@ -36,8 +36,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     model, dataset, config_files = parse_args(sys.argv[1:] if argv is None else argv)
+    from recbole_mm.config import Config
     from recbole_mm.errors import RecBoleMMError
     from recbole_mm.quick_start import run_recbole_mm
+
+    Config.command_line_is_settings = True  # every --key=value here is a setting: a misspelt name is an error
 
     try:
         result = run_recbole_mm(model=model, dataset=dataset, config_file_list=config_files)

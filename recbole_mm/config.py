@@ -145,6 +145,10 @@ class Config(RecBoleConfig):
             of parts, ``use_gpu: True`` without a GPU.
     """
 
+    # Whether this program's ``--key=value`` arguments are all settings (run_recbole_mm.py sets it), so that their
+    # names are checked too; other programs (run_hyper.py's own options, Ray's worker processes) leave it False.
+    command_line_is_settings = False
+
     def _init_parameters_category(self):
         super()._init_parameters_category()
         self.parameters["Dataset"] = self.parameters["Dataset"] + MM_DATASET_ARGUMENTS
@@ -284,7 +288,8 @@ class Config(RecBoleConfig):
         """Every key the user set must be a known setting (a typo would otherwise be accepted and never read)."""
         known = self.known_keys()
         for key in self.external_config_dict:
-            if key not in known:
+            only_argv = key in self.cmd_config_dict and key not in self.file_config_dict | self.variable_config_dict
+            if key not in known and (self.command_line_is_settings or not only_argv):
                 raise ConfigError(unknown_key_message(key, known, self._source(key)))
 
     def _check_metrics(self, final):
