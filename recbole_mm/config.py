@@ -285,11 +285,16 @@ class Config(RecBoleConfig):
         return set(self.internal_config_dict) | _KEYS_WITHOUT_DEFAULT | set(declared)
 
     def _check_known_keys(self):
-        """Every key the user set must be a known setting (a typo would otherwise be accepted and never read)."""
+        """Every key of the config files, and of the command line where it holds only settings
+        (:attr:`command_line_is_settings`), must be a known setting: a typo would otherwise be accepted and never
+        read. ``config_dict`` is left unchecked: programs pass one set of settings to every model through it (the
+        results runner's protocols)."""
         known = self.known_keys()
-        for key in self.external_config_dict:
-            only_argv = key in self.cmd_config_dict and key not in self.file_config_dict | self.variable_config_dict
-            if key not in known and (self.command_line_is_settings or not only_argv):
+        given = dict(self.file_config_dict)
+        if self.command_line_is_settings:
+            given.update(self.cmd_config_dict)
+        for key in given:
+            if key not in known:
                 raise ConfigError(unknown_key_message(key, known, self._source(key)))
 
     def _check_metrics(self, final):

@@ -247,15 +247,18 @@ def test_an_unknown_key_in_a_config_file_is_refused(monkeypatch, tmp_path, capsy
     assert_shown("unknown key in a config file", err)
 
 
-def test_extra_keys_declares_a_deliberately_new_key():
+def test_extra_keys_declares_a_deliberately_new_key(tmp_path):
     from recbole_mm.config import Config
     from recbole_mm.errors import ConfigError
 
+    (tmp_path / "new.yaml").write_text("my_key: 3\n")
+    (tmp_path / "declared.yaml").write_text("extra_keys: [my_key]\nmy_key: 3\n")
     with pytest.raises(ConfigError, match="'my_key'"):
-        Config(model="SASRec", dataset=NAME, config_dict={"my_key": 3})
-    config = Config(model="SASRec", dataset=NAME, config_dict={"extra_keys": ["my_key"], "my_key": 3})
+        Config(model="SASRec", dataset=NAME, config_file_list=[str(tmp_path / "new.yaml")])
+    config = Config(model="SASRec", dataset=NAME, config_file_list=[str(tmp_path / "declared.yaml")])
     assert config["my_key"] == 3
-    known = Config(model="MISSRec", dataset=NAME, config_dict={"kmeans_iters": 5, "plm_size": 384})
+    (tmp_path / "model.yaml").write_text("kmeans_iters: 5\nplm_size: 384\n")
+    known = Config(model="MISSRec", dataset=NAME, config_file_list=[str(tmp_path / "model.yaml")])
     assert known["kmeans_iters"] == 5  # the model's own yaml keys are known
 
 

@@ -10,13 +10,16 @@ import sys
 
 import pytest
 
+import recbole_mm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(recbole_mm.__file__)))  # the package under test
 TINY = {"n_layers": 1, "hidden_size": 16, "inner_size": 16, "epochs": 1, "show_progress": False}
 
 
 def fresh(code: str, cwd) -> str:
     """Run ``code`` in a fresh interpreter (the package on its path as this test's); its last stdout line."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
@@ -31,7 +34,7 @@ def cli_run(ml100k_slice, tmp_path_factory):
         [sys.executable, os.path.join(ROOT, "run_recbole_mm.py"), "--model=SASRec", "--dataset=ml-100k_mm"]
         + [f"--data_path={ml100k_slice}", f"--checkpoint_dir={work / 'saved'}", *settings],
         cwd=work,
-        env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -108,7 +111,7 @@ def test_run_hyper_sweeps_in_a_fresh_interpreter(cli_run, ml100k_slice):
         + ["--params_file=space.hyper", "--tool=hyperopt", "--search=grid", f"--output_dir={work / 'sweep'}"]
         + [f"--data_path={ml100k_slice}", *settings],
         cwd=work,
-        env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=300,
