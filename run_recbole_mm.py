@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     compat.apply()
     from recbole_mm.quick_start import run_recbole_mm
 
+    Config.command_line_is_settings = True  # every --key=value here is a setting: a misspelt name is an error
+
     try:
         result = run_recbole_mm(model=model, dataset=dataset, config_file_list=config_files)
     except RecBoleMMError as err:

@@ -217,7 +217,7 @@ def throughput_one(model: str, length: int, data_path: str, steps: int, historie
 
     from recbole_mm.config import Config
     from recbole_mm.data.utils import create_dataset, data_preparation
-    from recbole_mm.utils import get_model, get_trainer
+    from recbole_mm.registry import get_model, get_trainer
 
     name, settings = throughput_settings(model, length, data_path, histories)
     config = Config(model=name, dataset="ml-100k_mm_long", config_dict=settings)

@@ -1,6 +1,8 @@
 """recbole_mm.config: RecBole's ``Config`` that also knows recbole_mm's models and presets."""
 
+import difflib
 import functools
+import logging
 import math
 import os
 import re
@@ -8,7 +10,8 @@ import re
 import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole.evaluator.register import metrics_dict
+from recbole.utils import EvaluatorType, ModelType, argument_list
 
 from recbole_mm import compat
 from recbole_mm.errors import ConfigError
@@ -31,6 +34,22 @@ LEGACY_FEATURE_KEYS = {
 
 # Sub-folders of data_path searched for a dataset folder, after data_path itself (the MISSRec/UniSRec layout).
 DATASET_SUBFOLDERS = ("downstream", "pretrain")
+
+# The setting that lists deliberately new keys (read by a user's own model or code, with no default anywhere):
+# ``extra_keys: [my_key]`` in a config file, or ``--extra_keys="['my_key']" --my_key=3``.
+EXTRA_KEYS = "extra_keys"
+
+# Keys RecBole reads that have no default in its properties: its argument lists, the distributed-run keys it sets
+# itself, and the names of the run (``--config_files`` is run_recbole_mm.py's own option).
+_KEYS_WITHOUT_DEFAULT = frozenset(
+    argument_list.general_arguments
+    + argument_list.training_arguments
+    + argument_list.evaluation_arguments
+    + argument_list.dataset_arguments
+    + ["local_rank", "nproc", "world_size", "offset", "ip", "port", "model", "dataset", "config_files", EXTRA_KEYS]
+    + [key for pair in LEGACY_FEATURE_KEYS.values() for key in pair]
+    + MM_DATASET_ARGUMENTS
+)
 
 # RecBole's common numeric keys and the values they accept, checked before any data is loaded.
 _POSITIVE_INT = (
@@ -124,13 +143,18 @@ class Config(RecBoleConfig):
     configuration); an explicit user setting is left as it is.
 
     Raises:
-        ConfigError: a missing or unreadable config file, a value of the wrong type or out of range, a malformed
-            ``mm_features``, a pre-split folder with an incomplete set of parts.
+        ConfigError: a missing or unreadable config file, an unknown key, a value of the wrong type or out of range,
+            a ``valid_metric`` not computed, a malformed ``mm_features``, a pre-split folder with an incomplete set
+            of parts, ``use_gpu: True`` without a GPU.
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
         compat.apply()  # an entry point: RecBole's Config reads numpy's removed aliases
         super().__init__(model, dataset, config_file_list, config_dict)
+
+    # Whether this program's ``--key=value`` arguments are all settings (run_recbole_mm.py sets it), so that their
+    # names are checked too; other programs (run_hyper.py's own options, Ray's worker processes) leave it False.
+    command_line_is_settings = False
 
     def _init_parameters_category(self):
         super()._init_parameters_category()
@@ -283,8 +307,86 @@ class Config(RecBoleConfig):
             return "in config_dict"
         return "in the config files"
 
+    def known_keys(self) -> set:
+        """The setting names a run accepts: every key of RecBole's and recbole_mm's defaults for this model and
+        dataset (properties files, the dataset folder's yaml), RecBole's argument lists, and the names the user
+        declared in ``extra_keys``."""
+        declared = self.external_config_dict.get(EXTRA_KEYS) or []
+        if isinstance(declared, str):
+            declared = [declared]
+        if not isinstance(declared, (list, tuple)) or not all(isinstance(k, str) for k in declared):
+            raise ConfigError(f"config key '{EXTRA_KEYS}': expected a list of key names, found {declared!r}")
+        return set(self.internal_config_dict) | _KEYS_WITHOUT_DEFAULT | set(declared)
+
+    def _check_known_keys(self):
+        """Every key of the config files, and of the command line where it holds only settings
+        (:attr:`command_line_is_settings`), must be a known setting: a typo would otherwise be accepted and never
+        read. ``config_dict`` is left unchecked: programs pass one set of settings to every model through it (the
+        results runner's protocols)."""
+        known = self.known_keys()
+        given = dict(self.file_config_dict)
+        if self.command_line_is_settings:
+            given.update(self.cmd_config_dict)
+        for key in given:
+            if key not in known:
+                raise ConfigError(unknown_key_message(key, known, self._source(key)))
+
+    def _check_metrics(self, final):
+        """``topk`` positive integers, ``metrics`` RecBole's, ``valid_metric`` one of the metrics computed."""
+        topk = final.get("topk")
+        ks = topk if isinstance(topk, list) else [topk]
+        if not ks or not all(_is_int(k) and k >= 1 for k in ks):
+            where = self._source("topk") if "topk" in self.external_config_dict else "in the presets"
+            raise ConfigError(
+                f"config key 'topk': expected positive integers (e.g. [10] or [5, 10]), found {topk!r} ({where})"
+            )
+        metrics = final.get("metrics")
+        metrics = metrics if isinstance(metrics, list) else [metrics]
+        unknown = [m for m in metrics if not isinstance(m, str) or m.lower() not in metrics_dict]
+        if unknown:
+            raise ConfigError(
+                f"config key 'metrics': unknown metric(s) {unknown}; RecBole's metrics are {sorted(metrics_dict)}"
+            )
+        offered = []
+        for metric in metrics:
+            if metrics_dict[metric.lower()].metric_type == EvaluatorType.RANKING:
+                offered += [f"{metric}@{k}" for k in ks]
+            else:
+                offered.append(metric)
+        valid_metric = final.get("valid_metric")
+        if not isinstance(valid_metric, str) or valid_metric.lower() not in {m.lower() for m in offered}:
+            where = self._source("valid_metric") if "valid_metric" in self.external_config_dict else "in the presets"
+            raise ConfigError(
+                f"config key 'valid_metric': expected one of the metrics x topk computed ({', '.join(offered)}), "
+                f"found {valid_metric!r} ({where})"
+            )
+
+    def _init_device(self):
+        """RecBole's; a ``gpu_id`` the machine does not have is said in one line (the run goes to the CPU), and
+        ``use_gpu: True`` asked explicitly without a visible GPU is an error."""
+        super()._init_device()
+        final = self.final_config_dict
+        if not final.get("single_spec", True) or final["device"].type != "cpu" or not final["use_gpu"]:
+            return
+        import torch
+
+        visible = torch.cuda.device_count()
+        if self.external_config_dict.get("use_gpu") is True:
+            raise ConfigError(
+                f"config key 'use_gpu': True was asked ({self._source('use_gpu')}), but torch sees no CUDA GPU "
+                f"(gpu_id={final['gpu_id']!r}, {visible} visible): use --use_gpu=False to train on the CPU"
+            )
+        if final["gpu_id"] and "gpu_id" in self.external_config_dict:
+            logging.getLogger(__name__).warning(
+                f"gpu_id={final['gpu_id']!r} was asked, but torch sees no such CUDA GPU ({visible} visible): "
+                f"training runs on the CPU"
+            )
+            final["use_gpu"] = False
+
     def _check_values(self, final):
-        """Types of the user's settings against the defaults, and the ranges of RecBole's common numeric keys."""
+        """Names of the user's settings (:meth:`known_keys`), their types against the defaults, the ranges of
+        RecBole's common numeric keys, and ``valid_metric`` against ``metrics`` x ``topk``."""
+        self._check_known_keys()
         annotations = {}
         for file in self._annotation_files:
             annotations.update(annotated_types(file))
@@ -312,6 +414,7 @@ class Config(RecBoleConfig):
             if value is not None and not accepts(value):
                 where = self._source(key) if key in self.external_config_dict else "in the presets"
                 raise ConfigError(f"config key '{key}': expected {expected}, found {value!r} ({where})")
+        self._check_metrics(final)
 
     def _layered_mm_features(self, final) -> dict:
         """``mm_features`` with MISSRec's keys folded in, level by level: a modality defined at a higher level
@@ -341,6 +444,16 @@ def settings_file(path: str) -> str:
         return path
     shipped = os.path.join(PROPERTIES_DIR, path)
     return shipped if os.path.exists(shipped) else path
+
+
+def unknown_key_message(key: str, known, where: str) -> str:
+    """The error for a setting name that no default, preset or ``extra_keys`` declares, with the closest known."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"; the closest known key is '{close[0]}'" if close else ""
+    return (
+        f"config key '{key}' ({where}) is not a known setting{hint}. A deliberately new key (read by your own "
+        f"code) is declared in '{EXTRA_KEYS}', e.g. --{EXTRA_KEYS}=\"['{key}']\""
+    )
 
 
 def has_interactions(folder: str, name: str) -> bool:

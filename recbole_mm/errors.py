@@ -32,3 +32,7 @@ class SearchSpaceError(RecBoleMMError, ValueError):
 
 class SweepSetupError(RecBoleMMError):
     """A sweep option cannot be honoured (no GPU, unreachable cluster, clashing parameters...)."""
+
+
+class CheckpointError(RecBoleMMError):
+    """A checkpoint file is missing, incomplete or not a recbole_mm/RecBole checkpoint."""

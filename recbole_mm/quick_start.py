@@ -6,7 +6,9 @@ has its own pipeline built from RecBole's parts (Config, datasets, dataloaders, 
 
 import logging
 import os
+import pickle
 import sys
+import zipfile
 from logging import getLogger
 from typing import Callable, Optional
 
@@ -17,6 +19,8 @@ import recbole_mm.prepare  # noqa: F401  registers the embedded datasets (ml-100
 from recbole_mm import compat
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation, ensure_dataset
+from recbole_mm.errors import CheckpointError
+from recbole_mm.memory import warn_if_too_large
 from recbole_mm.registry import get_model, get_trainer
 from recbole_mm.runtime import compile_training_loss, set_tf32_matmul
 
@@ -36,6 +40,8 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
         logger.info(model)
     compile_training_loss(model, config["compile_mode"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["device"].type == "cpu":
+        warn_if_too_large(config, train_data, logger)
     best_valid_score, best_valid_result = trainer.fit(
         train_data,
         valid_data,
@@ -109,15 +115,44 @@ def objective_function(
     return _train_and_test(config, saved, verbose=False, callback_fn=callback_fn)
 
 
+def read_checkpoint(model_file: str) -> dict:
+    """The dict a RecBole/recbole_mm trainer saved, loaded on the CPU (a trusted local file).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it.
+    """
+    if not os.path.isfile(model_file):
+        raise CheckpointError(f"checkpoint {os.path.abspath(model_file)} does not exist")
+    size = os.path.getsize(model_file)
+    try:
+        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = " ".join(str(err).split()).split(". ")[0] or type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {os.path.abspath(model_file)} is incomplete or corrupt ({size:,} bytes; torch.load: "
+            f"{reason}): it was probably cut short while being written or copied"
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        raise CheckpointError(
+            f"checkpoint {os.path.abspath(model_file)}: expected a dict with 'config' and 'state_dict' (as a "
+            f"recbole_mm run saves), found {type(checkpoint).__name__}"
+            + (f" with keys {sorted(checkpoint)[:8]}" if isinstance(checkpoint, dict) else "")
+        )
+    return checkpoint
+
+
 def load_data_and_model(model_file: str):
     r"""Rebuild config, dataset, dataloaders and model from a checkpoint written by a recbole_mm run.
 
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)`` with the model's weights and
         other parameters restored, in eval mode.
+
+    Raises:
+        CheckpointError: the file is missing, incomplete (truncated) or not a checkpoint.
     """
     compat.apply()  # the unpickled config is used without Config.__init__
-    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)  # trusted local checkpoint
+    checkpoint = read_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

@@ -22,11 +22,11 @@ def test_dataset_preset_and_overall_defaults_are_loaded():
 
 def test_user_settings_override_presets(tmp_path):
     user_file = tmp_path / "u.yaml"
-    user_file.write_text("topk: [5]\nlearning_rate: 0.01\n")
+    user_file.write_text("topk: [5, 10]\nlearning_rate: 0.01\n")
     config = Config(
         model="SASRec", dataset="ml-100k_mm", config_file_list=[str(user_file)], config_dict={"learning_rate": 0.02}
     )
-    assert config["topk"] == [5] and config["learning_rate"] == 0.02
+    assert config["topk"] == [5, 10] and config["learning_rate"] == 0.02
 
 
 def test_ce_sequential_model_gets_no_negative_sampling_unless_asked():
@@ -101,9 +101,9 @@ def test_dataset_keys_of_the_preset_count_as_dataset_arguments():
 
 def test_a_dataset_folder_config_is_loaded_under_user_settings(tmp_path):
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "mine.yaml").write_text("plm_size: 384\ntopk: [20]\nhidden_size: 32\n")
+    (tmp_path / "mine" / "mine.yaml").write_text("plm_size: 384\ntopk: [10, 20]\nhidden_size: 32\n")
     config = Config(model="SASRec", dataset="mine", config_dict={"data_path": str(tmp_path), "hidden_size": 16})
-    assert config["plm_size"] == 384 and config["topk"] == [20]  # over the model's and recbole_mm's defaults
+    assert config["plm_size"] == 384 and config["topk"] == [10, 20]  # over the model's and recbole_mm's defaults
     assert config["hidden_size"] == 16  # the user's setting wins
     assert "plm_size" in config.parameters["Dataset"]
 

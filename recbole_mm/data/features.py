@@ -15,10 +15,15 @@ Raw files follow the UniSRec/MISSRec layout: no header, row ``i`` belongs to the
 the integer ``i``. With a ``<dataset>.pt_datasets`` file (comma-separated domain names) the tokens are
 ``"<k>-<i>"`` and row ``i`` is read from the file of domain ``k``, ``<domain_k>.<suffix>``.
 
+A raw file's width is checked against its ``<file>.json`` sidecar (dim, item count, sha256) where one exists;
+without one, the row count the configured ``dim`` gives must agree with ``<name>.item2index`` (or, lacking that,
+with the items' token range), so that a wrong ``dim`` cannot read parts of two rows as one item.
+
 Every table has row 0 (``[PAD]``) zero and a presence mask: an all-zero row means the modality is
 missing for that item. Files are memory-mapped and gathered once, vectorised; nothing is read per batch.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_mm.config import LEGACY_FEATURE_KEYS
+from recbole_mm.data.atomic_files import file_sha256
 from recbole_mm.errors import FeatureFileError
 
 
@@ -96,8 +102,9 @@ def open_feature_file(path: str, dim: Optional[int]) -> np.ndarray:
         array of shape ``[rows, dim]`` (float32 for raw files; ``.npy`` keep their dtype).
 
     Raises:
-        FeatureFileError: missing file, size not a multiple of ``dim * 4``, or a ``.npy`` whose shape
-            is not 2-D or whose width disagrees with ``dim``.
+        FeatureFileError: missing file, size not a multiple of ``dim * 4``, a raw file that disagrees with its
+            ``.json`` sidecar (width, size, sha256), or a ``.npy`` whose shape is not 2-D or whose width disagrees
+            with ``dim``.
     """
     if not os.path.isfile(path):
         raise FeatureFileError(f"feature file {path} does not exist")
@@ -121,7 +128,82 @@ def open_feature_file(path: str, dim: Optional[int]) -> np.ndarray:
             f"feature file {path}: size {size} bytes is not a positive multiple of dim * 4 = {4 * dim} "
             f"(raw float32 rows of dim {dim}); check the dim in config"
         )
+    check_sidecar(path, dim, size)
     return np.memmap(path, dtype=np.float32, mode="r", shape=(size // (4 * dim), dim))
+
+
+def read_sidecar(path: str) -> Optional[dict]:
+    """The ``<file>.json`` sidecar ``python -m recbole_mm.prepare`` writes beside a feature file, or ``None``."""
+    sidecar = path + ".json"
+    if not os.path.isfile(sidecar):
+        return None
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise FeatureFileError(f"feature sidecar {sidecar} is not readable JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise FeatureFileError(f"feature sidecar {sidecar}: expected a JSON object, found {type(meta).__name__}")
+    return meta
+
+
+def check_sidecar(path: str, dim: int, size: int) -> None:
+    """A raw feature file against its sidecar: the config's ``dim`` must be the recorded width, the size the
+    recorded ``items x dim`` float32 values, the content the recorded sha256.
+
+    Raises:
+        FeatureFileError: naming the file, what the sidecar records and what was found.
+    """
+    meta = read_sidecar(path)
+    if meta is None:
+        return
+    recorded_dim, items = meta.get("dim"), meta.get("items")
+    if recorded_dim is not None and recorded_dim != dim:
+        raise FeatureFileError(
+            f"feature file {path}: config says dim {dim}, its sidecar {path}.json records dim {recorded_dim}; "
+            f"set dim: {recorded_dim} in mm_features (or the plm_size/img_size key)"
+        )
+    if items is not None and recorded_dim is not None and items * recorded_dim * 4 != size:
+        raise FeatureFileError(
+            f"feature file {path}: expected {items} items x {recorded_dim} float32 = {items * recorded_dim * 4} "
+            f"bytes (its sidecar {path}.json), found {size} bytes: the file is incomplete or was changed"
+        )
+    recorded_sha = meta.get("sha256")
+    if recorded_sha is not None:
+        found = file_sha256(path)
+        if found != recorded_sha:
+            raise FeatureFileError(
+                f"feature file {path}: expected sha256 {recorded_sha} (its sidecar {path}.json), found {found}: "
+                f"the file was changed after it was written; rebuild it or its sidecar"
+            )
+
+
+def check_row_count(path: str, rows: int, dataset_dir: str, stem: str, max_row: int) -> None:
+    """A raw feature file without a sidecar: its row count (from the configured ``dim``) must agree with the item
+    index. With ``<stem>.item2index`` the file holds one row per indexed item (a leading ``[PAD]`` row allowed);
+    without, the items' highest row ``max_row`` must lie in the file's first half, since a ``dim`` k times too
+    small reads k times as many rows.
+
+    Raises:
+        FeatureFileError: naming the file, the rows expected and found, and the likely cause (``dim``).
+    """
+    if read_sidecar(path) is not None:
+        return
+    index = os.path.join(dataset_dir, f"{stem}.item2index")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            indexed = sum(1 for line in f if line.strip())
+        if rows not in (indexed, indexed + 1):
+            raise FeatureFileError(
+                f"feature file {path}: expected {indexed} rows (one per item of {index}), found {rows} at the "
+                f"configured dim; check the dim in config (the file's width is its size / 4 / {indexed})"
+            )
+    elif rows >= 2 * (max_row + 1):
+        raise FeatureFileError(
+            f"feature file {path}: expected about {max_row + 1} rows (the highest item token is {max_row}), found "
+            f"{rows} at the configured dim: a dim too small reads several rows per item; check the dim in config, "
+            f"or write a sidecar {path}.json with the file's dim"
+        )
 
 
 def _parse_int_tokens(tokens: np.ndarray, what: str) -> np.ndarray:
@@ -190,6 +272,9 @@ def file_table(spec: FeatureSpec, dataset_dir: str, dataset_name: str, item_toke
             continue
         path = os.path.join(dataset_dir, file_name)
         matrix = open_feature_file(path, spec.dim)
+        if not path.endswith(".npy"):
+            stem = (domains or [dataset_name])[k]
+            check_row_count(path, matrix.shape[0], dataset_dir, stem, int(rows[selected].max()))
         if table is None:
             table = np.zeros((len(tokens) + 1, matrix.shape[1]), dtype=np.float32)
         elif matrix.shape[1] != table.shape[1]:

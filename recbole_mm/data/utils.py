@@ -105,7 +105,7 @@ def _not_found_message(name: str, root: str, directory: str, missing: list) -> s
 
 
 def check_inter_fields(config) -> None:
-    """Every interaction file must hold the fields ``load_col`` and the model type need."""
+    """Every interaction file must hold at least one row and the fields ``load_col`` and the model type need."""
     needed = list((config["load_col"] or {}).get("inter", []))
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         if config["benchmark_filename"]:
@@ -114,7 +114,12 @@ def check_inter_fields(config) -> None:
             needed.append(config["TIME_FIELD"])
     for path in inter_files(config):
         with open(path, encoding="utf-8") as f:
-            header = [col.split(":")[0] for col in f.readline().rstrip("\n").split(config["field_separator"])]
+            first = f.readline()
+            has_row = any(line.strip() for line in f)
+        if not has_row:  # a 0-byte file, or a header without rows
+            what = "is empty (0 bytes)" if not first else "has a header and no rows"
+            raise RecBoleMMError(f"{path} holds no interactions: the file {what}")
+        header = [col.split(":")[0] for col in first.rstrip("\n").split(config["field_separator"])]
         absent = [field for field in dict.fromkeys(needed) if field not in header]
         if absent:
             raise DataFieldError(

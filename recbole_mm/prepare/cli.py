@@ -149,10 +149,12 @@ def run_encode(
     args, directory: str, names: List[str], image_dirs: List[Optional[str]], text_aug: bool, text: bool = True
 ) -> None:
     from recbole_mm.prepare.common import PrepareError
-    from recbole_mm.prepare.encode import encode_dataset, make_encoder
+    from recbole_mm.prepare.encode import check_encode_inputs, encode_dataset, make_encoder
 
     if not text and not text_aug and not any(image_dirs):
         raise PrepareError("encode: nothing to do (--no-text without --text-aug or --images)")
+    for name, image_dir in zip(names, image_dirs):  # before the encoder's weights are loaded
+        check_encode_inputs(directory, name, text or text_aug, image_dir)
 
     encoder = make_encoder(args.encoder, _device(args.device), args.batch_size, args.arch)
     if any(image_dirs) and not hasattr(encoder, "encode_pixels"):

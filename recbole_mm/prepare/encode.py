@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -221,6 +221,35 @@ def image_chunk_function(encoder, workers: Optional[int], draft: bool, batch_siz
     return encode_chunk, decoder
 
 
+def check_encode_inputs(
+    directory: str, name: str, text: bool, image_dir: Optional[str]
+) -> Tuple[List[str], Dict[str, str]]:
+    """Check what ``encode_dataset`` reads before any encoder is loaded: ``<name>.item2index``, the ``<name>.text``
+    line of every item (when texts are encoded) and the image folder.
+
+    Returns:
+        ``(item_ids, texts by raw id)`` (``{}`` without texts).
+
+    Raises:
+        PrepareError: naming the missing file or folder, or the items without a text line.
+    """
+    item_ids = read_index_file(os.path.join(directory, f"{name}.item2index"))
+    by_id = {}
+    if text:
+        text_path = os.path.join(directory, f"{name}.text")
+        if not os.path.isfile(text_path):
+            raise PrepareError(f"{text_path} does not exist; it holds the item texts to encode")
+        by_id = read_text_file(text_path)
+        absent = [raw for raw in item_ids if raw not in by_id]
+        if absent:
+            raise PrepareError(
+                f"{text_path} has no line for items {absent[:5]} of {name}.item2index ({len(absent)} in all)"
+            )
+    if image_dir is not None and not os.path.isdir(image_dir):
+        raise PrepareError(f"image directory {image_dir} does not exist")
+    return item_ids, by_id
+
+
 def encode_dataset(
     directory: str,
     name: str,
@@ -241,18 +270,9 @@ def encode_dataset(
     Returns:
         ``{suffix: path}`` of the feature files of this dataset after the run.
     """
-    item_ids = read_index_file(os.path.join(directory, f"{name}.item2index"))
+    item_ids, by_id = check_encode_inputs(directory, name, text or text_aug, image_dir)
     written = {}
     if text or text_aug:
-        text_path = os.path.join(directory, f"{name}.text")
-        if not os.path.isfile(text_path):
-            raise PrepareError(f"{text_path} does not exist; it holds the item texts to encode")
-        by_id = read_text_file(text_path)
-        absent = [raw for raw in item_ids if raw not in by_id]
-        if absent:
-            raise PrepareError(
-                f"{text_path} has no line for items {absent[:5]} of {name}.item2index ({len(absent)} in all)"
-            )
         texts = [by_id[raw] or None for raw in item_ids]
         encode_text = text_function(encoder)
         jobs = ([(TEXT_SUFFIX, texts, "item text")] if text else []) + (

@@ -131,10 +131,11 @@ def prepare_setup(
 
     Raises:
         ModelNotFoundError, DatasetNotFoundError: unknown model or dataset.
-        SweepSetupError: a config file is missing, a parameter is both fixed and searched, or no
-            validation would run (``eval_step`` > ``epochs``).
+        SweepSetupError: a config file is missing, a searched name is not a known setting (the closest known
+            one named), a parameter is both fixed and searched, or no validation would run (``eval_step`` >
+            ``epochs``).
     """
-    from recbole_mm.config import Config
+    from recbole_mm.config import Config, unknown_key_message
     from recbole_mm.data.utils import ensure_dataset
     from recbole_mm.registry import get_model
 
@@ -154,6 +155,10 @@ def prepare_setup(
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    known = config.known_keys()
+    for param in space:
+        if param.name not in known:
+            raise SweepSetupError(f"{param.where}: {unknown_key_message(param.name, known, 'searched')}")
     ensure_dataset(config)
     if not 0 < config["eval_step"] <= config["epochs"]:
         raise SweepSetupError(
