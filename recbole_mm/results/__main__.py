@@ -17,7 +17,7 @@ import tempfile
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.results.protocols import ROOT, load_protocol
 from recbole_mm.results.report import write_markdown
-from recbole_mm.results.runner import Plan, RunError, load_records, run_plan
+from recbole_mm.results.runner import Plan, RunError, is_done, load_records, run_plan
 from recbole_mm.results.tables import TABLES
 
 
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     if args.rows and len(names) != 1:
         print("--rows needs exactly one table (--tables NAME)", file=sys.stderr)
         return 2
+    plans = []
     try:
         protocol = load_protocol(args.protocol)
         os.makedirs(args.out_dir, exist_ok=True)
@@ -80,14 +81,15 @@ def main(argv=None) -> int:
         failed = []
         for name in names:
             plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, args.rows, args.device)
-            seeds = plan.seeds(args.seeds)
+            plans.append((plan, plan.seeds(args.seeds)))
+        for plan, seeds in plans:
             if not args.report_only:
                 try:
                     run_plan(plan, seeds, args.force, args.jobs, args.in_process)
                 except RunError as error:
                     failed.append(str(error))
             if args.rows:  # the markdown always shows the whole table
-                plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
+                plan = Plan(plan.table, protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
             records = load_records(plan, seeds)
             print(f"wrote {write_markdown(plan, records, seeds, args.out_dir)}", flush=True)
         if failed:
@@ -96,7 +98,24 @@ def main(argv=None) -> int:
     except RecBoleMMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        done, total = progress(plans)
+        message = f"interrupted; {done} runs recorded, {total - done} left; run the same command to resume"
+        print(f"\n{message}", file=sys.stderr)
+        return 130
     return 0
+
+
+def progress(plans) -> tuple:
+    """``(recorded, asked)`` runs over ``[(plan, seeds)]``: what a resumed command would skip, of all it asks."""
+    done = total = 0
+    for plan, seeds in plans:
+        found = load_records(plan, seeds)
+        for row in plan.rows:
+            for seed in seeds:
+                total += 1
+                done += is_done(found.get((row.label, seed)), plan.spec(row, seed))
+    return done, total
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def cut_dataset(
     training rows (all if None), every history (train, valid, test) cut to its last ``history_length`` items (as
     is if None), only the users with index below ``users`` (all if None). Feature, index and preset files are
     hard-linked (copied across file systems). Built once into a temporary folder and renamed; an existing copy
-    made with the same cut is reused. Returns the dataset folder."""
+    made with the same cut is reused (also one another runner published while this one was building). Returns
+    the dataset folder."""
     source, target = os.path.join(source_data_path, name), os.path.join(data_path, name)
     cut = {"prefixes_per_user": prefixes_per_user, "history_length": history_length, "users": users}
     stamp = os.path.join(target, "cut.json")
@@ -138,7 +139,13 @@ def cut_dataset(
                 frame.to_csv(f, sep="\t", index=False)
         with atomic_write(os.path.join(tmp, "cut.json")) as f:
             json.dump(cut, f)
-        publish_dir(tmp, target)
+        try:
+            publish_dir(tmp, target)
+        except OSError:
+            if not os.path.isfile(stamp):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another runner published the same cut first
+            return cut_dataset(source_data_path, data_path, name, prefixes_per_user, history_length, users)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,9 +12,9 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -24,6 +24,7 @@ import numpy as np
 
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.errors import RecBoleMMError
+from recbole_mm.results.claims import claim, clean_scratch, holder, release, scratch_dir
 from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
 from recbole_mm.results.tables import Row, Table
 
@@ -255,10 +256,14 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
     return out
 
 
-def execute_in_subprocess(spec: Dict, locations: Dict, pretrained_path: Optional[str], log_path: str) -> Dict:
-    """:func:`execute` in a fresh ``python -m recbole_mm.results.worker`` (its output into ``log_path``)."""
+def execute_in_subprocess(
+    spec: Dict, locations: Dict, pretrained_path: Optional[str], log_path: str, scratch: str
+) -> Dict:
+    """:func:`execute` in a fresh ``python -m recbole_mm.results.worker`` (its output into ``log_path``; its job
+    files in a folder under ``scratch``, deleted after the run or, after a ``kill -9``, by the next runner)."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="recbole_mm_run.") as tmp:
+    tmp = scratch_dir(scratch)
+    try:
         job, out = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         with open(job, "w", encoding="utf-8") as f:
             json.dump({"spec": spec, "locations": locations, "pretrained_path": pretrained_path}, f)
@@ -281,6 +286,8 @@ def execute_in_subprocess(spec: Dict, locations: Dict, pretrained_path: Optional
             )
         with open(out, encoding="utf-8") as f:
             return json.load(f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_plan(
@@ -290,11 +297,13 @@ def run_plan(
     jobs: int = 1,
     in_process: bool = False,
     log=print,
+    poll_seconds: float = 2.0,
 ) -> Dict[Tuple[str, int], Dict]:
     """Run every missing run of ``plan`` (pre-trainings first), write their records; all records by (row, seed).
 
-    A pre-training runs only where a fine-tuning of its seed is missing. Failures are raised (as one
-    :class:`RunError`) after every other run has had its turn.
+    A pre-training runs only where a fine-tuning of its seed is missing. Each run is claimed first
+    (:mod:`recbole_mm.results.claims`): a run another runner holds is waited for (its record is then read), or run
+    here once its lock is stale. Failures are raised (as one :class:`RunError`) after every other run has had its turn.
     """
     seeds = plan.seeds(seeds)
     env = environment()
@@ -321,16 +330,31 @@ def run_plan(
                 if (label, seed) in found:  # recorded, its checkpoint gone: its fine-tunings are all recorded
                     records[label, seed] = found[label, seed]
     errors: List[str] = []
+    clean_scratch(os.path.join(plan.work_dir, "tmp"))
 
-    def one(label: str, seed: int) -> None:
+    def one(label: str, seed: int) -> str:
+        """Run ``(label, seed)`` if this runner can claim it: ``done``, ``failed`` or ``held`` (by another runner)."""
         row = plan.table.row(label)
         spec = todo[label, seed]
+        path = plan.record_path(row, seed)
+        if not claim(path):
+            return "held"
+        try:
+            record = read_record(path)  # another runner may have finished it since this one started
+            if not force and is_done(record, spec):
+                records[label, seed] = record
+                return "done"
+            return run_claimed(row, label, seed, spec, path)
+        finally:
+            release(path)
+
+    def run_claimed(row: Row, label: str, seed: int, spec: Dict, path: str) -> str:
         pretrained = None
         if row.pretrained_from:
             source = records.get((row.pretrained_from, seed))
             if not source or not source.get("checkpoint") or not os.path.isfile(source["checkpoint"]):
                 errors.append(f"{plan.table.name} / {label} / seed {seed}: pre-training {row.pretrained_from!r} missing")
-                return
+                return "failed"
             pretrained = source["checkpoint"]
         log(f"[{plan.table.name}] {label}, seed {seed}: running")
         log_path = os.path.join(plan.work_dir, "logs", plan.protocol.name, plan.table.name, f"{slug(label)}-seed{seed}.log")
@@ -338,11 +362,13 @@ def run_plan(
             if in_process:
                 result = execute(spec, plan.locations(row, seed), pretrained)
             else:
-                result = execute_in_subprocess(spec, plan.locations(row, seed), pretrained, log_path)
+                result = execute_in_subprocess(
+                    spec, plan.locations(row, seed), pretrained, log_path, os.path.join(plan.work_dir, "tmp")
+                )
         except Exception as error:  # every run gets its turn; reported together below
             errors.append(f"{plan.table.name} / {label} / seed {seed}: {error}")
             log(f"[{plan.table.name}] {label}, seed {seed}: FAILED: {str(error)[-2000:]}")
-            return
+            return "failed"
         record = {
             "spec": spec,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -350,7 +376,6 @@ def run_plan(
             "pretrained_path": pretrained,
             **result,
         }
-        path = plan.record_path(row, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_write(path) as f:
             json.dump(record, f, indent=1)
@@ -358,18 +383,31 @@ def run_plan(
         summary = "" if row.stage == "pretrain" else f"  test ndcg@10 {result['test'].get('ndcg@10', float('nan')):.4f}"
         log(f"[{plan.table.name}] {label}, seed {seed}: {result['wall_seconds']:.0f} s wall, "
             f"{result['cpu_seconds']:.0f} s CPU{summary}")
+        return "done"
 
     phases = [
         [k for k in todo if todo[k]["stage"] == "pretrain"],
         [k for k in todo if todo[k]["stage"] != "pretrain"],
     ]
+    announced = set()
     for phase in phases:
-        if jobs <= 1:
-            for key in phase:
-                one(*key)
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(lambda key: one(*key), phase))
+        waiting = list(phase)
+        while waiting:  # runs claimed by another runner are waited for, and taken over if their lock goes stale
+            if jobs <= 1:
+                states = [one(*key) for key in waiting]
+            else:
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    states = list(pool.map(lambda key: one(*key), waiting))
+            held = [key for key, state in zip(waiting, states) if state == "held"]
+            for key in held:
+                if key not in announced:
+                    announced.add(key)
+                    owner = holder(plan.record_path(plan.table.row(key[0]), key[1])) or {}
+                    log(f"[{plan.table.name}] {key[0]}, seed {key[1]}: held by pid {owner.get('pid')} on "
+                        f"{owner.get('host')}; waiting for its record")
+            if held and len(held) == len(waiting):
+                time.sleep(poll_seconds)
+            waiting = held
     if errors:
         raise RunError(f"{len(errors)} run(s) failed:\n" + "\n".join(errors))
     return records
