@@ -33,7 +33,10 @@ KEYS = {
     "why": dict,
     "hardware": str,
     "threads": (int, type(None)),
+    "search": (dict, type(None)),
 }
+# the protocol's ``search`` block (see recbole_mm.results.search) and its defaults
+SEARCH_DEFAULTS = {"trials": 8, "seed": 2020, "grace_period": 1, "reduction_factor": 2, "models": None}
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Protocol:
     why: Dict = field(default_factory=dict)
     hardware: str = ""
     threads: Optional[int] = None
+    search: Optional[Dict] = None
 
     def run_settings(self, table_name: str, cut: bool, stage: str) -> Dict:
         """The protocol's RecBole settings for a run of ``table_name`` at ``stage``."""
@@ -85,6 +89,9 @@ def load_protocol(name_or_path: str) -> Protocol:
             raise ConfigError(f"{path}: key {key!r} expected {KEYS[key]}, found {type(value).__name__} {value!r}")
     if not content.get("seeds") or not all(isinstance(s, int) for s in content["seeds"]):
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, found {content.get('seeds')!r}")
+    unknown = sorted(set(content.get("search") or {}) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} under 'search'; expected keys: {sorted(SEARCH_DEFAULTS)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Protocol(name=name, path=path, **content)
 

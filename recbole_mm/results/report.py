@@ -7,10 +7,12 @@ import yaml
 
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.results.protocols import ROOT, Protocol
-from recbole_mm.results.runner import Plan, cell, mean_std
+from recbole_mm.results.runner import Plan, cap_bound, cell, mean_std
+from recbole_mm.results.search import search_lines
 from recbole_mm.results.tables import Table
 
 FINDINGS_DIR = os.path.join(ROOT, "results", "findings")
+CAP_MARK = " †"  # a cell with a run that may not have converged (see cap_bound)
 
 
 def _name(metric: str) -> str:
@@ -108,12 +110,14 @@ def _rows_table(plan: Plan, records: Dict, seeds: List[int], metrics: List[str],
         if row.stage == "pretrain":
             if not extra:
                 continue
-            cells = [""] * len(metrics) + ["", f"{done[0]['epochs_run'] if done else ''} (pre-training)"]
+            cells = [""] * len(metrics) + ["", f"{done[0]['epochs_run'] if done else ''} (pre-training, recipe's end)"]
         else:
-            cells = [cell([r["test"][m] for r in done]) for m in metrics]
+            mark = CAP_MARK if any(cap_bound(r) for r in done) else ""
+            cells = [cell([r["test"][m] for r in done]) + mark if done else "" for m in metrics]
             if extra:
                 cells.append(cell([r["best_valid"]["ndcg@10"] for r in done]))
-                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}" for r in done))
+                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}" + (" cap" if cap_bound(r) else "")
+                                      for r in done))
         if extra:
             wall = mean_std([r["wall_seconds"] for r in done])[0] if done else float("nan")
             cpu = mean_std([r["cpu_seconds"] for r in done])[0] if done else float("nan")
@@ -163,9 +167,16 @@ def write_markdown(plan: Plan, records: Dict, seeds: List[int], out_dir: str) ->
     lines += protocol_block(plan, records) + [""]
     lines += ["## Results", "", "Test metrics (mean ± sample std over the seeds):", ""]
     lines += _rows_table(plan, records, seeds, plan.table.metrics, extra=True) + [""]
+    if any(cap_bound(r) for r in records.values()):
+        lines += [
+            f"{CAP_MARK} not converged: at least one seed's run ended at the epoch cap, or its best validation epoch "
+            "lies within stopping_step epochs of the cap (marked `cap` in the epochs column).",
+            "",
+        ]
     if plan.table.reference_metrics:
         lines += ["The same runs at the reference evaluator's cut-offs (its \"@10\" and \"@50\" are these):", ""]
         lines += _rows_table(plan, records, seeds, plan.table.reference_metrics, extra=False) + [""]
+    lines += search_lines(plan, plan.rows)
     if png:
         lines += [f"![test {_name(plan.table.plot_metric)} per row]({os.path.basename(png)})", ""]
     lines += ["Rows:", ""]

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import yaml
 
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.errors import RecBoleMMError
@@ -100,15 +101,37 @@ class Plan:
         self.rows = [r for r in table.rows if r.label in wanted]
         names = sorted({r.dataset or table.dataset for r in self.rows})
         self.data_path = prepared_data_path(protocol, table.cut, data_path, work_dir, names)
+        self.tuned: Dict[str, Dict] = {}  # row label -> values chosen by its recorded search
+        self.load_tuned()
 
-    def spec(self, row: Row, seed: int) -> Dict:
-        """What defines a run (its record is reused only for an equal specification); locations kept apart."""
+    def load_tuned(self) -> None:
+        """Read the recorded searches of the rows (those that hold their current search specification)."""
+        from recbole_mm.results.search import read_search, searched
+
+        for row in self.rows:
+            if searched(self, row):
+                record = read_search(self, row)
+                if record is not None:
+                    self.tuned[row.label] = record["chosen"]
+
+    def needs_search(self, row: Row) -> bool:
+        from recbole_mm.results.search import searched
+
+        return searched(self, row) and row.label not in self.tuned
+
+    def spec(self, row: Row, seed: int, tuned: bool = True) -> Dict:
+        """What defines a run (its record is reused only for an equal specification); locations kept apart.
+        A searched row runs at the values its search chose (``tuned``); before its search they are missing."""
         settings = dict(self.table.settings)
         settings.update(self.protocol.run_settings(self.table.name, self.table.cut, row.stage))
         settings.update(row.overrides)
+        if tuned:
+            settings.update(self.tuned.get(row.label, {}))
         settings["seed"] = seed
         if row.stage == "pretrain":
             settings.update(train_stage="pretrain", ckpt_suffix=f"seed{seed}")
+            if "pretrain_epochs" not in settings:  # the recipe's own length (the row's preset), named in the record
+                settings["pretrain_epochs"] = preset_value(row, "pretrain_epochs")
         spec = {
             "table": self.table.name,
             "row": row.label,
@@ -141,6 +164,35 @@ class Plan:
 
     def seeds(self, seeds: Optional[List[int]] = None) -> List[int]:
         return list(seeds) if seeds else list(self.protocol.seeds)
+
+
+def preset_value(row: Row, key: str):
+    """``key`` from the last of ``row``'s preset files that sets it (None if none does)."""
+    value = None
+    for name in row.config_files:
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            value = (yaml.safe_load(f) or {}).get(key, value)
+    return value
+
+
+def stopped_by(spec: Dict, epochs_run: int) -> str:
+    """``cap`` when a run used its whole epoch budget, ``patience`` when early stopping ended it; ``recipe`` for a
+    pre-training (run for its fixed number of epochs)."""
+    if spec["stage"] == "pretrain":
+        return "recipe"
+    return "cap" if epochs_run >= int(spec["settings"].get("epochs", 300)) else "patience"
+
+
+def cap_bound(record: Dict) -> bool:
+    """A run that may not have converged: stopped by the epoch cap, or its best epoch within ``stopping_step``
+    epochs of the cap (more validations could have found a better one)."""
+    spec = record["spec"]
+    if spec["stage"] == "pretrain":
+        return False
+    cap = int(spec["settings"].get("epochs", 300))
+    patience = int(spec["settings"].get("stopping_step", 10))
+    by = record.get("stopped_by") or stopped_by(spec, int(record["epochs_run"]))
+    return by == "cap" or (record.get("best_epoch") is not None and cap - 1 - record["best_epoch"] < patience)
 
 
 def read_record(path: str) -> Optional[Dict]:
@@ -238,7 +290,8 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
         "valid_curve": curve,
     }
     if spec["stage"] == "pretrain":
-        out.update(checkpoint=result["saved_model_file"], epochs_run=int(spec["settings"].get("pretrain_epochs", 0)))
+        epochs = int(spec["settings"].get("pretrain_epochs") or 0)
+        out.update(checkpoint=result["saved_model_file"], epochs_run=epochs, stopped_by=stopped_by(spec, epochs))
         return out
     best_epoch = None
     if curve:
@@ -251,6 +304,7 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
         test={k: float(v) for k, v in result["test_result"].items()},
         best_epoch=best_epoch,
         epochs_run=(curve[-1][0] + 1) if curve else 0,
+        stopped_by=stopped_by(spec, (curve[-1][0] + 1) if curve else 0),
         checkpoint=result["saved_model_file"],
     )
     return out
@@ -298,6 +352,7 @@ def run_plan(
     in_process: bool = False,
     log=print,
     poll_seconds: float = 2.0,
+    address: Optional[str] = None,
 ) -> Dict[Tuple[str, int], Dict]:
     """Run every missing run of ``plan`` (pre-trainings first), write their records; all records by (row, seed).
 
@@ -385,29 +440,75 @@ def run_plan(
             f"{result['cpu_seconds']:.0f} s CPU{summary}")
         return "done"
 
-    phases = [
-        [k for k in todo if todo[k]["stage"] == "pretrain"],
-        [k for k in todo if todo[k]["stage"] != "pretrain"],
-    ]
     announced = set()
-    for phase in phases:
-        waiting = list(phase)
-        while waiting:  # runs claimed by another runner are waited for, and taken over if their lock goes stale
-            if jobs <= 1:
-                states = [one(*key) for key in waiting]
+
+    def run_phase(keys: List, step, path_of, parallel: bool = True) -> None:
+        """``step(key)`` for every key; keys another runner holds are waited for, or taken over once stale."""
+        waiting = list(keys)
+        while waiting:
+            if jobs <= 1 or len(waiting) == 1 or not parallel:
+                states = [step(key) for key in waiting]
             else:
                 with ThreadPoolExecutor(max_workers=jobs) as pool:
-                    states = list(pool.map(lambda key: one(*key), waiting))
+                    states = list(pool.map(step, waiting))
             held = [key for key, state in zip(waiting, states) if state == "held"]
             for key in held:
                 if key not in announced:
                     announced.add(key)
-                    owner = holder(plan.record_path(plan.table.row(key[0]), key[1])) or {}
-                    log(f"[{plan.table.name}] {key[0]}, seed {key[1]}: held by pid {owner.get('pid')} on "
-                        f"{owner.get('host')}; waiting for its record")
+                    owner = holder(path_of(key)) or {}
+                    log(f"[{plan.table.name}] {key}: held by pid {owner.get('pid')} on {owner.get('host')}; waiting")
             if held and len(held) == len(waiting):
                 time.sleep(poll_seconds)
             waiting = held
+
+    def run_path(key) -> str:
+        return plan.record_path(plan.table.row(key[0]), key[1])
+
+    run_phase([k for k in todo if todo[k]["stage"] == "pretrain"], lambda key: one(*key), run_path)
+
+    # the search stage: rows with missing runs and no recorded search are searched before their seeds run
+    from recbole_mm.results.search import run_search, search_options, search_path
+
+    to_search = [
+        row.label for row in plan.rows if plan.needs_search(row) and any((row.label, s) in todo for s in seeds)
+    ]
+
+    def search_one(label: str) -> str:
+        row = plan.table.row(label)
+        path = search_path(plan, row)
+        if not claim(path):
+            return "held"
+        try:
+            plan.load_tuned()  # another runner may have recorded it
+            if label in plan.tuned:
+                return "done"
+            pretrained = None
+            if row.pretrained_from:
+                source = records.get((row.pretrained_from, search_options(plan.protocol)["seed"])) or {}
+                pretrained = source.get("checkpoint")
+            plan.tuned[label] = run_search(plan, row, pretrained, address, log)["chosen"]
+            return "done"
+        except Exception as error:  # the row's seeds are not run untuned
+            errors.append(f"{plan.table.name} / {label} / search: {error}")
+            log(f"[{plan.table.name}] {label}: search FAILED: {str(error)[-2000:]}")
+            return "failed"
+        finally:
+            release(path)
+
+    if to_search:
+        # one search at a time: each runs its trials in parallel on Ray
+        run_phase(to_search, search_one, lambda label: search_path(plan, plan.table.row(label)), parallel=False)
+        found = {} if force else load_records(plan, seeds)
+        for label, seed in [k for k in todo if todo[k]["stage"] != "pretrain"]:
+            row = plan.table.row(label)
+            if label in to_search and label not in plan.tuned:
+                del todo[label, seed]  # its search failed
+                continue
+            todo[label, seed] = spec = plan.spec(row, seed)
+            if not force and is_done(found.get((label, seed)), spec):
+                records[label, seed] = found[label, seed]
+                del todo[label, seed]
+    run_phase([k for k in todo if todo[k]["stage"] != "pretrain"], lambda key: one(*key), run_path)
     if errors:
         raise RunError(f"{len(errors)} run(s) failed:\n" + "\n".join(errors))
     return records

@@ -116,6 +116,26 @@ def model_default(model: str, key: str):
         return yaml.safe_load(f)[key]
 
 
+# The search stage (recbole_mm.results.search): every searched row draws its learning rate from LEARNING_RATE and its
+# model's knobs below (keys of the model's yaml) from their values; a model not listed here is not searched (Pop)
+LEARNING_RATE = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
+KNOBS = {
+    "BPR": {},
+    "LightGCN": {"reg_weight": [1e-5, 1e-4, 1e-3]},
+    "MMSSL": {"cl_rate": [0.01, 0.03, 0.1]},
+    "GRU4Rec": {"dropout_prob": [0.1, 0.3, 0.5]},
+    "SASRec": {"hidden_dropout_prob": [0.2, 0.5], "attn_dropout_prob": [0.2, 0.5]},
+    "BERT4Rec": {"mask_ratio": [0.2, 0.4], "hidden_dropout_prob": [0.2, 0.5]},
+    "MISSRec": {"hidden_dropout_prob": [0.2, 0.5]},
+    "MMSRec": {"fusion_dropout": [0.2, 0.5], "contrastive_temperature": [0.05, 0.1]},
+    "PMMRec": {"drop_rate": [0.1, 0.3]},
+    "SEMINAR": {},
+    "SIM": {},
+    "ETA": {},
+    "QIN": {},
+    "TWIN": {},
+}
+
 # Every table: full ranking over all items, one group per user, HIT and NDCG at 10 and 50 and at 11 and 51 (the
 # cut-offs the reference's evaluator reports under the names @10 and @50), model selection on valid NDCG@10.
 EVALUATION = {
