@@ -5,8 +5,12 @@
     python -m recbole_mm.results --all --protocol reference --device cuda   # the reference-sized protocol (GPU)
     python -m recbole_mm.results --smoke                        # tiny end-to-end check into a temporary folder
     python -m recbole_mm.results --all --report-only            # rewrite the markdown from the records
+    python -m recbole_mm.results --all --address HOST:PORT --jobs 8   # runs as Ray tasks on a cluster
 
-Recorded runs (``results/runs/<protocol>/<table>/``) are not run again; ``--force`` re-runs them.
+Recorded runs (``results/runs/<protocol>/<table>/``) are not run again; ``--force`` re-runs them. Each run is
+claimed by a lock file beside its record first, so several copies (on one machine, or on machines sharing the
+folder) split the work; Ctrl-C stops with a count of what is recorded, and the same command resumes. With
+``--address`` the data, work and runs folders must be at the same paths on every node.
 """
 
 import argparse
@@ -22,13 +26,16 @@ from recbole_mm.results.tables import TABLES
 
 
 def ensure_data(data_path: str, names) -> None:
-    """Build ml-100k_mm and its two domains under ``data_path`` where a table needs them and they are missing."""
-    from recbole_mm.prepare import ml100k_mm, ml100k_mm_domains
+    """Build ml-100k_mm, its two domains and its cold-start split under ``data_path`` where a table needs them and
+    they are missing."""
+    from recbole_mm.prepare import ml100k_mm, ml100k_mm_cold, ml100k_mm_domains
 
     if any(n.startswith("ml-100k_mm") for n in names):
         ml100k_mm.ensure_built(data_path)
     if any(n in (ml100k_mm_domains.NAME_A, ml100k_mm_domains.NAME_B) for n in names):
         ml100k_mm_domains.ensure_built(data_path)
+    if ml100k_mm_cold.NAME in names:
+        ml100k_mm_cold.ensure_built(data_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     parser.add_argument("--in-process", action="store_true", help="run in this process, not one process per run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--address", help="run every run as a Ray task on the cluster at this address (host:port or auto)"
+    )
     parser.add_argument("--data-path", default=os.path.join(ROOT, "dataset"), help="folder of the datasets")
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "saved", "results"), help="cut data, checkpoints, logs")
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "results", "runs"), help="run records")
@@ -76,6 +86,10 @@ def main(argv=None) -> int:
         protocol = load_protocol(args.protocol)
         os.makedirs(args.out_dir, exist_ok=True)
         datasets = {r.dataset or TABLES[n].dataset for n in names for r in TABLES[n].rows}
+        if args.address and not args.report_only:
+            from recbole_mm.results.runner import connect_ray
+
+            connect_ray(args.address)
         if not args.report_only:
             ensure_data(args.data_path, datasets)
         failed = []
@@ -85,7 +99,7 @@ def main(argv=None) -> int:
         for plan, seeds in plans:
             if not args.report_only:
                 try:
-                    run_plan(plan, seeds, args.force, args.jobs, args.in_process)
+                    run_plan(plan, seeds, args.force, args.jobs, args.in_process, address=args.address)
                 except RunError as error:
                     failed.append(str(error))
             if args.rows:  # the markdown always shows the whole table

@@ -36,8 +36,12 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
     settings.update(protocol.table_settings.get(table.name) or {})
     lines = [f"## Protocol: `{protocol.name}` (`{os.path.relpath(protocol.path, ROOT)}`)", ""]
     datasets = sorted({r.dataset or table.dataset for r in plan.rows})
-    lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; leave-one-out pre-split files (per user the "
-                 "last rating is the test target, the one before it the validation target).")
+    candidates = table.settings.get("eval_candidates")
+    if candidates:
+        lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; pre-split files (targets as described above).")
+    else:
+        lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; leave-one-out pre-split files (per user the "
+                     "last rating is the test target, the one before it the validation target).")
     if table.cut and (protocol.train_prefixes_per_user or protocol.history_length):
         lines.append(
             f"- Cut (training data only shrinks; every user keeps one validation and one test target): the last "
@@ -51,6 +55,11 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
         lines.append(
             f"- Candidates: per user the positive and {mode[3:]} negatives sampled "
             f"{'uniformly' if mode.startswith('uni') else 'by popularity'} (RecBole's `{mode}`), one group per user."
+        )
+    elif candidates:
+        lines.append(
+            f"- Candidates: full ranking over only the items listed in `<dataset>.{candidates}` that occur in the "
+            "dataset's files (`eval_candidates`; every other item scores -inf), one group per user."
         )
     else:
         lines.append("- Candidates: full ranking over all items (RecBole's full sort), one group per user.")

@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -284,6 +285,7 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
         sys.argv = argv
     wall, cpu = time.time() - wall, time.process_time() - cpu
     out = {
+        "ran_on": {"host": socket.gethostname(), "pid": os.getpid()},
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),
         "threads": torch.get_num_threads(),
@@ -344,6 +346,29 @@ def execute_in_subprocess(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at ``address`` (once per process); its workers import this repository's package."""
+    import ray
+
+    from recbole_mm.tuning.ray_tool import WORKER_ENV, check_address
+
+    if ray.is_initialized():
+        return
+    check_address(address)
+    env = dict(WORKER_ENV, PYTHONPATH=ROOT)
+    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def execute_on_ray(spec: Dict, locations: Dict, pretrained_path: Optional[str]) -> Dict:
+    """:func:`execute` as a Ray task (one CPU, never retried: a failed run is reported, not run twice) on the
+    cluster joined by :func:`connect_ray`. Paths (data, checkpoints) must be the same on every node."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=0)(execute)
+    env = {"OMP_NUM_THREADS": str(locations["threads"])} if locations.get("threads") else {}
+    return ray.get(task.options(runtime_env={"env_vars": env} if env else None).remote(spec, locations, pretrained_path))
+
+
 def run_plan(
     plan: Plan,
     seeds: Optional[List[int]] = None,
@@ -356,7 +381,9 @@ def run_plan(
 ) -> Dict[Tuple[str, int], Dict]:
     """Run every missing run of ``plan`` (pre-trainings first), write their records; all records by (row, seed).
 
-    A pre-training runs only where a fine-tuning of its seed is missing. Each run is claimed first
+    With ``address`` every run is a Ray task on that cluster (:func:`execute_on_ray`; ``jobs`` of them at once)
+    and searches run their trials there. A pre-training runs only where a fine-tuning of its seed is missing.
+    Each run is claimed first
     (:mod:`recbole_mm.results.claims`): a run another runner holds is waited for (its record is then read), or run
     here once its lock is stale. Failures are raised (as one :class:`RunError`) after every other run has had its turn.
     """
@@ -414,7 +441,9 @@ def run_plan(
         log(f"[{plan.table.name}] {label}, seed {seed}: running")
         log_path = os.path.join(plan.work_dir, "logs", plan.protocol.name, plan.table.name, f"{slug(label)}-seed{seed}.log")
         try:
-            if in_process:
+            if address:
+                result = execute_on_ray(spec, plan.locations(row, seed), pretrained)
+            elif in_process:
                 result = execute(spec, plan.locations(row, seed), pretrained)
             else:
                 result = execute_in_subprocess(

@@ -119,3 +119,32 @@ def test_the_scratch_of_a_dead_runner_is_cleaned_and_a_live_ones_kept(ml100k_roo
         folder.mkdir(parents=True)
     run_plan(plan, in_process=True, log=lambda *_: None)
     assert sorted(os.listdir(scratch)) == sorted([live.name, other.name])
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance with two worker CPUs, owned by this test (shut down after it)."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_runners_dispatch_their_runs_as_ray_tasks_and_no_run_is_done_twice(ml100k_root, tmp_path, local_ray):
+    rows = ["Pop", "GRU4Rec", "BERT4Rec"]
+    command = runner_command(ml100k_root, tmp_path, rows, "--address", local_ray, "--jobs", "2")
+    runners = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=runner_env())
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in runners]
+    assert [p.returncode for p in runners] == [0, 0], outputs
+    started = [line for out in outputs for line in out.splitlines() if line.endswith(": running")]
+    assert sorted(started) == sorted(f"[sequential] {row}, seed 2020: running" for row in rows), outputs
+    folder = tmp_path / "runs" / "smoke" / "sequential"
+    records = [json.loads((folder / f"{row.lower()}-seed2020.json").read_text()) for row in rows]
+    pids = {r["ran_on"]["pid"] for r in records}
+    assert not pids & {p.pid for p in runners} and os.getpid() not in pids  # ran in Ray's worker processes
+    assert all(r["test"]["ndcg@10"] >= 0 and r["stopped_by"] == "cap" for r in records)
