@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--converged-best", type=int, default=30, help="best epoch assumed for a cap-bound row")
     parser.add_argument("--scale", nargs="*", default=[], help="MODEL=FACTOR on the recorded epoch cost")
     parser.add_argument("--per-epoch", nargs="*", default=[], help="ROW=SECONDS for rows without records")
+    parser.add_argument("--grace", type=int, help="ASHA grace period instead of the protocol's")
+    parser.add_argument("--no-search", nargs="*", default=[], help="rows (labels) whose search is not run")
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "results", "runs", "cpu"))
     args = parser.parse_args(argv)
     protocol = load_protocol("cpu")
@@ -59,6 +61,8 @@ def main(argv=None) -> int:
     fallback = {k: float(v) for k, v in (s.split("=") for s in args.per_epoch)}
     records = recorded(args.runs_dir)
     search = search_options(protocol)
+    if args.grace:
+        search["grace_period"] = args.grace
     patience = int(protocol.settings["stopping_step"])
     seeds = len(protocol.seeds)
     total_cpu, rows_out = 0.0, []
@@ -75,7 +79,9 @@ def main(argv=None) -> int:
                 print(f"| {table.name} | {row.label} | no records | | | |")
                 continue
             per_epoch *= scale.get(row.model, 1.0)
-            if row.stage == "pretrain":
+            if row.model == "Pop":  # nothing to train: one epoch (the count), no search
+                epochs, search_epochs = 1, 0
+            elif row.stage == "pretrain":
                 epochs = protocol.pretrain_settings.get("pretrain_epochs") or _preset(row)
                 search_epochs = 0
             else:
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
                 best = max(bests) if bests else args.converged_best
                 epochs = min(best + 1 + patience + 1, int(protocol.settings["epochs"]))
                 search_epochs = 0
-                if space_of(row):
+                if space_of(row) and not row.tuned_from and row.label not in args.no_search:
                     search_epochs = asha_epochs(search["trials"], search["grace_period"],
                                                 search["reduction_factor"], epochs)
             cpu = per_epoch * (seeds * epochs + search_epochs)

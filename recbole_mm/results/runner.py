@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -94,11 +95,12 @@ class Plan:
         wanted = list(rows) if rows else [r.label for r in table.rows]
         for label in wanted:
             table.row(label)  # unknown labels raise here
-        # a fine-tuning row needs its pre-training row
+        # a fine-tuning row needs its pre-training row, a row tuned from another that row's search
         for label in list(wanted):
             row = table.row(label)
-            if row.pretrained_from and row.pretrained_from not in wanted:
-                wanted.append(row.pretrained_from)
+            for needed in (row.pretrained_from, row.tuned_from):
+                if needed and needed not in wanted:
+                    wanted.append(needed)
         self.rows = [r for r in table.rows if r.label in wanted]
         names = sorted({r.dataset or table.dataset for r in self.rows})
         self.data_path = prepared_data_path(protocol, table.cut, data_path, work_dir, names)
@@ -114,6 +116,9 @@ class Plan:
                 record = read_search(self, row)
                 if record is not None:
                     self.tuned[row.label] = record["chosen"]
+        for row in self.rows:
+            if row.tuned_from and row.tuned_from in self.tuned:
+                self.tuned[row.label] = self.tuned[row.tuned_from]
 
     def needs_search(self, row: Row) -> bool:
         from recbole_mm.results.search import searched
@@ -299,7 +304,8 @@ def execute(spec: Dict, locations: Dict, pretrained_path: Optional[str] = None) 
     if curve:
         scores = [s for _, s in curve]
         best = max(scores) if result["valid_score_bigger"] else min(scores)
-        best_epoch = curve[scores.index(best)][0]  # RecBole keeps the first of equal scores
+        # RecBole's early stopping takes a score equal to the best as the new best (and saves it): the last one
+        best_epoch = curve[len(scores) - 1 - scores[::-1].index(best)][0]
     out.update(
         best_valid={k: float(v) for k, v in result["best_valid_result"].items()},
         best_valid_score=float(result["best_valid_score"]),
@@ -366,7 +372,8 @@ def execute_on_ray(spec: Dict, locations: Dict, pretrained_path: Optional[str]) 
 
     task = ray.remote(num_cpus=1, max_retries=0)(execute)
     env = {"OMP_NUM_THREADS": str(locations["threads"])} if locations.get("threads") else {}
-    return ray.get(task.options(runtime_env={"env_vars": env} if env else None).remote(spec, locations, pretrained_path))
+    options = {"runtime_env": {"env_vars": env}} if env else {}
+    return ray.get(task.options(**options).remote(spec, locations, pretrained_path))
 
 
 def run_plan(
@@ -389,6 +396,12 @@ def run_plan(
     """
     seeds = plan.seeds(seeds)
     env = environment()
+    lock, say = threading.Lock(), log
+
+    def log(message: str) -> None:  # one whole line at a time from the worker threads
+        with lock:
+            say(message)
+
     records: Dict[Tuple[str, int], Dict] = {}
     todo = {}
     found = {} if force else load_records(plan, seeds)
@@ -435,11 +448,15 @@ def run_plan(
         if row.pretrained_from:
             source = records.get((row.pretrained_from, seed))
             if not source or not source.get("checkpoint") or not os.path.isfile(source["checkpoint"]):
-                errors.append(f"{plan.table.name} / {label} / seed {seed}: pre-training {row.pretrained_from!r} missing")
+                errors.append(
+                    f"{plan.table.name} / {label} / seed {seed}: pre-training {row.pretrained_from!r} missing"
+                )
                 return "failed"
             pretrained = source["checkpoint"]
         log(f"[{plan.table.name}] {label}, seed {seed}: running")
-        log_path = os.path.join(plan.work_dir, "logs", plan.protocol.name, plan.table.name, f"{slug(label)}-seed{seed}.log")
+        log_path = os.path.join(
+            plan.work_dir, "logs", plan.protocol.name, plan.table.name, f"{slug(label)}-seed{seed}.log"
+        )
         try:
             if address:
                 result = execute_on_ray(spec, plan.locations(row, seed), pretrained)
@@ -498,9 +515,10 @@ def run_plan(
     # the search stage: rows with missing runs and no recorded search are searched before their seeds run
     from recbole_mm.results.search import run_search, search_options, search_path
 
-    to_search = [
-        row.label for row in plan.rows if plan.needs_search(row) and any((row.label, s) in todo for s in seeds)
-    ]
+    def missing(label: str) -> bool:  # runs of the row, or of a row tuned from it, are missing
+        return any((r.label, s) in todo for r in plan.rows if label in (r.label, r.tuned_from) for s in seeds)
+
+    to_search = [row.label for row in plan.rows if plan.needs_search(row) and missing(row.label)]
 
     def search_one(label: str) -> str:
         row = plan.table.row(label)
@@ -527,10 +545,11 @@ def run_plan(
     if to_search:
         # one search at a time: each runs its trials in parallel on Ray
         run_phase(to_search, search_one, lambda label: search_path(plan, plan.table.row(label)), parallel=False)
+        plan.load_tuned()  # rows tuned from a searched row take its values
         found = {} if force else load_records(plan, seeds)
         for label, seed in [k for k in todo if todo[k]["stage"] != "pretrain"]:
             row = plan.table.row(label)
-            if label in to_search and label not in plan.tuned:
+            if (row.tuned_from or label) in to_search and label not in plan.tuned:
                 del todo[label, seed]  # its search failed
                 continue
             todo[label, seed] = spec = plan.spec(row, seed)

@@ -42,8 +42,14 @@ def space_of(row: Row) -> Dict[str, Dict]:
 
 
 def searched(plan, row: Row) -> bool:
+    """Whether ``row`` has a search stage of its own (a row ``tuned_from`` another runs at that row's values)."""
     options = search_options(plan.protocol)
-    return bool(options and space_of(row) and (options["models"] is None or row.model in options["models"]))
+    return bool(
+        options
+        and not row.tuned_from
+        and space_of(row)
+        and (options["models"] is None or row.model in options["models"])
+    )
 
 
 def search_spec(plan, row: Row) -> Dict:
@@ -147,6 +153,7 @@ def run_search(plan, row: Row, pretrained: Optional[str], address: Optional[str]
 def search_lines(plan, rows: List[Row]) -> List[str]:
     """Markdown under a table: the search budget, each row's space and chosen values."""
     options = search_options(plan.protocol)
+    inherit = [r for r in rows if r.tuned_from and searched(plan, plan.table.row(r.tuned_from))]
     rows = [r for r in rows if searched(plan, r)]
     if not options or not rows:
         return []
@@ -177,4 +184,6 @@ def search_lines(plan, rows: List[Row]) -> List[str]:
             f"| {row.label} | {space} | {chosen} | {record['best_valid_score']:.4f} | "
             f"{' / '.join(map(str, counts))} | {f'{max(peaks):.0f}' if peaks else ''} |"
         )
+    for row in inherit:
+        lines.append(f"| {row.label} | runs at the values chosen for {row.tuned_from} | | | | |")
     return lines + [""]

@@ -41,6 +41,8 @@ class Row:
         config_files: preset files of the row (before the protocol's and the table's settings), relative to the
             repository root.
         note: one line shown under the table.
+        tuned_from: label of a row of the same table whose searched values this row runs at instead of a search
+            of its own (an ablation: the row with one part changed); that row is brought along.
     """
 
     label: str
@@ -51,6 +53,7 @@ class Row:
     dataset: Optional[str] = None
     config_files: tuple = ()
     note: str = ""
+    tuned_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,11 @@ class Table:
                 raise ConfigError(
                     f"table {self.name!r}, row {r.label!r}: a 'finetune' row needs pretrained_from, and only it "
                     f"(stage {r.stage!r}, pretrained_from {r.pretrained_from!r})"
+                )
+            if r.tuned_from is not None and (self.row(r.tuned_from).tuned_from or r.stage == "pretrain"):
+                raise ConfigError(
+                    f"table {self.name!r}, row {r.label!r}: tuned_from {r.tuned_from!r} must name a row that is "
+                    f"tuned itself, from a row that trains"
                 )
             if r.pretrained_from is not None and self.row(r.pretrained_from).stage != "pretrain":
                 raise ConfigError(
@@ -157,6 +165,8 @@ OTHER_KMEANS = "faithful (one-pass minibatch) k-means" if not KMEANS_FAITHFUL el
 MMSREC = {"fusion_embed_dim": 64, "fusion_heads": 2, "fusion_feedforward_dim": 64, "mask_history": False}
 PMMREC = {"embedding_dim": 64, "fusion_heads": 2, "mask_history": False}
 
+ABLATED = "MISSRec, ID"
+
 SEQUENTIAL_TABLE = Table(
     name="sequential",
     title="Sequential recommendation on ml-100k_mm",
@@ -171,17 +181,37 @@ SEQUENTIAL_TABLE = Table(
         Row("MISSRec, no ID", "MISSRec", MISSREC_NO_ID, note="features only (inductive_ft)"),
         Row("MMSRec", "MMSRec", MMSREC, note="features only; Cloze with a full softmax over the item tower"),
         Row("PMMRec", "PMMRec", PMMREC, note="features only; in-batch softmax with logQ correction"),
-        # ablations: "MISSRec, ID" with one part changed
-        Row("MISSRec, ID, text only", "MISSRec", dict(MISSREC_ID, modal_type="text"), note="no genre features"),
-        Row("MISSRec, ID, genres only", "MISSRec", dict(MISSREC_ID, modal_type="img"), note="no title features"),
+        # ablations: "MISSRec, ID" with one part changed, at its searched values
+        Row(
+            "MISSRec, ID, text only",
+            "MISSRec",
+            dict(MISSREC_ID, modal_type="text"),
+            note="no genre features",
+            tuned_from=ABLATED,
+        ),
+        Row(
+            "MISSRec, ID, genres only",
+            "MISSRec",
+            dict(MISSREC_ID, modal_type="img"),
+            note="no title features",
+            tuned_from=ABLATED,
+        ),
         # K = ceil(1e-4 x T) = 1 for ml-100k_mm's T = 2 modalities x 1,682 items
-        Row("MISSRec, ID, one interest", "MISSRec", dict(MISSREC_ID, interest_ratio=1e-4), note="K = 1"),
-        Row("MISSRec, ID, no regulariser", "MISSRec", dict(MISSREC_ID, gamma=0.0), note="gamma = 0"),
+        Row(
+            "MISSRec, ID, one interest",
+            "MISSRec",
+            dict(MISSREC_ID, interest_ratio=1e-4),
+            note="K = 1",
+            tuned_from=ABLATED,
+        ),
+        Row("MISSRec, ID, no regulariser", "MISSRec", dict(MISSREC_ID, gamma=0.0), note="gamma = 0",
+            tuned_from=ABLATED),
         Row(
             f"MISSRec, ID, {OTHER_KMEANS}",
             "MISSRec",
             dict(MISSREC_ID, kmeans_faithful=not KMEANS_FAITHFUL),
             note="the other interest discovery (kmeans_faithful: %s)" % (not KMEANS_FAITHFUL),
+            tuned_from=ABLATED,
         ),
     ],
     description=[

@@ -67,8 +67,11 @@ def test_two_runners_on_one_folder_do_every_run_exactly_once(ml100k_root, tmp_pa
     assert [p.returncode for p in (first, second)] == [0, 0], outputs
     started = [line for out in outputs for line in out.splitlines() if line.endswith(": running")]
     assert sorted(started) == sorted(f"[sequential] {row}, seed 2020: running" for row in ROWS), outputs
+    # SASRec's search stage (the smoke protocol's): claimed and run by one runner, waited for by the other
+    assert sum("SASRec: search chose" in out for out in outputs) == 1, outputs
     folder = tmp_path / "runs" / "smoke" / "sequential"
-    assert sorted(os.listdir(folder)) == sorted(f"{row.lower()}-seed2020.json" for row in ROWS)  # no lock left
+    assert sorted(os.listdir(folder)) == sorted([f"{row.lower()}-seed2020.json" for row in ROWS] + ["search"])
+    assert os.listdir(folder / "search") == ["sasrec.json"]  # no lock left
     markdown = (tmp_path / "out" / "sequential.smoke.md").read_text()
     for row in ROWS:  # each runner waited for the other's runs: the table is complete
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {row} |"))
@@ -79,7 +82,7 @@ def test_ctrl_c_ends_in_one_line_and_a_killed_runner_leaves_no_scratch_behind(ml
     # a runner (one process per run) killed with -9 in the middle of a run
     env = runner_env()
     victim = subprocess.Popen(
-        runner_command(ml100k_root, tmp_path, ["SASRec"]), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        runner_command(ml100k_root, tmp_path, ["GRU4Rec"]), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         env=env, start_new_session=True,
     )
     scratch = tmp_path / "work" / "tmp"
@@ -90,11 +93,12 @@ def test_ctrl_c_ends_in_one_line_and_a_killed_runner_leaves_no_scratch_behind(ml
     assert left and all(name.startswith(f"recbole_mm_run.{claims.host()}.{victim.pid}.") for name in left)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"recbole_mm_run.{claims.host()}.{victim.pid}")]
+    prefix = f"recbole_mm_run.{claims.host()}.{victim.pid}"
+    assert not [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(prefix)]
 
     # the next runner cleans the scratch, breaks the stale lock and runs the run; Ctrl-C during its second run
     runner = subprocess.Popen(
-        runner_command(ml100k_root, tmp_path, ["SASRec", "BERT4Rec"], "--in-process"),
+        runner_command(ml100k_root, tmp_path, ["GRU4Rec", "BERT4Rec"], "--in-process"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     for line in runner.stdout:
@@ -106,11 +110,12 @@ def test_ctrl_c_ends_in_one_line_and_a_killed_runner_leaves_no_scratch_behind(ml
     assert err.strip().splitlines()[-1] == "interrupted; 1 runs recorded, 1 left; run the same command to resume", err
     assert "Traceback" not in err
     assert os.listdir(scratch) == []
-    assert sorted(os.listdir(tmp_path / "runs" / "smoke" / "sequential")) == ["sasrec-seed2020.json"]  # lock released
+    assert sorted(os.listdir(tmp_path / "runs" / "smoke" / "sequential")) == ["gru4rec-seed2020.json"]  # lock released
 
 
 def test_the_scratch_of_a_dead_runner_is_cleaned_and_a_live_ones_kept(ml100k_root, tmp_path):
-    plan = Plan(TABLES["sequential"], load_protocol("smoke"), str(ml100k_root), str(tmp_path / "w"), str(tmp_path / "r"), ["Pop"])
+    protocol = load_protocol("smoke")
+    plan = Plan(TABLES["sequential"], protocol, str(ml100k_root), str(tmp_path / "w"), str(tmp_path / "r"), ["Pop"])
     scratch = tmp_path / "w" / "tmp"
     dead = scratch / f"recbole_mm_run.{claims.host()}.{dead_pid()}.abc"
     live = scratch / f"recbole_mm_run.{claims.host()}.{os.getpid()}.abc"
