@@ -8,6 +8,7 @@
 
 import os
 from time import time
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -93,19 +94,61 @@ class DeviceLossMixin:
         return tuple(sums) if isinstance(losses, tuple) else sums[0]
 
 
+class CandidateItemsMixin:
+    """``eval_candidates: <suffix>``: full-ranking evaluation ranks only the items listed in the dataset's
+    ``<dataset>.<suffix>`` file (one item token per line, e.g. ml-100k_mm_cold's held-out items) that occur in the
+    dataset's files (the count is logged); every other item scores ``-inf``. Unset (the default): every item is a
+    candidate, as in RecBole."""
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        self.candidate_dataset = eval_data._dataset if eval_data else None
+        self.candidate_mask = candidate_mask(self.config, self.candidate_dataset) if eval_data else None
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        mask = getattr(self, "candidate_mask", None)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.to(scores.device), -torch.inf)
+        return interaction, scores, positive_u, positive_i
+
+
+def candidate_mask(config, dataset) -> Optional[torch.Tensor]:
+    """``[n_items]`` bool of the ``eval_candidates`` items that occur in ``dataset`` (None when unset)."""
+    suffix = config["eval_candidates"]
+    if not suffix:
+        return None
+    path = os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"eval_candidates {suffix!r}: no file {path}")
+    with open(path, encoding="utf-8") as f:
+        tokens = [line.strip() for line in f if line.strip()]
+    known = dataset.field2token_id[dataset.iid_field]
+    present = [known[t] for t in tokens if t in known]
+    if not present:
+        raise ConfigError(f"{path}: none of its {len(tokens)} item tokens occurs in the dataset {config['dataset']!r}")
+    dataset.logger.info(
+        f"eval_candidates {suffix!r}: {len(present)} of the {len(tokens)} listed items occur in the dataset's files "
+        f"and are ranked; the others cannot be scored"
+    )
+    mask = torch.zeros(dataset.item_num, dtype=torch.bool)
+    mask[torch.as_tensor(present)] = True
+    return mask
+
+
 def for_recbole_mm(trainer_class):
     """A RecBole trainer as recbole_mm runs it: :class:`AtomicCheckpointMixin` in front, and
     :class:`DeviceLossMixin` too where the class trains with RecBole's own epoch loop unchanged (a trainer that
     overrides ``_train_epoch`` keeps its own). Classes outside RecBole's ``Trainer`` family are returned unchanged."""
     if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, AtomicCheckpointMixin):
         return trainer_class
-    mixins = (AtomicCheckpointMixin,)
+    mixins = (CandidateItemsMixin, AtomicCheckpointMixin)
     if trainer_class._train_epoch is Trainer._train_epoch:
         mixins += (DeviceLossMixin,)
     return type(trainer_class.__name__, mixins + (trainer_class,), {"__module__": __name__})
 
 
-class PretrainTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
+class PretrainTrainer(CandidateItemsMixin, AtomicCheckpointMixin, DeviceLossMixin, Trainer):
     r"""RecBole's trainer plus a pre-training stage, a per-epoch model hook and multi-process rank sharding, without
     a host sync per step (:class:`DeviceLossMixin`). :func:`recbole_mm.registry.get_trainer` gives it to every model
     of the multi-modal sequential family (the family base declares it as its ``trainer_class``).
@@ -206,7 +249,7 @@ class PretrainTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
         return super().evaluate(eval_data, load_best_model, model_file, show_progress)
 
 
-class MMSSLTrainer(AtomicCheckpointMixin, Trainer):
+class MMSSLTrainer(CandidateItemsMixin, AtomicCheckpointMixin, Trainer):
     r"""MMSSL's training loop: per batch, one step of the critic (its own Adam) then one step of the recommender.
 
     * The recommender's optimiser (RecBole's ``learner``, ``learning_rate``, ``weight_decay``) holds every parameter
@@ -290,7 +333,7 @@ def pessimistic_ranks(scores: torch.Tensor, positive_u: torch.Tensor, positive_i
     return torch.where(torch.isneginf(scores), scores, -ranks.to(scores.dtype))
 
 
-class LongSequenceTrainer(AtomicCheckpointMixin, DeviceLossMixin, Trainer):
+class LongSequenceTrainer(CandidateItemsMixin, AtomicCheckpointMixin, DeviceLossMixin, Trainer):
     r"""RecBole's trainer for the long-sequence family (SIM, ETA, QIN, TWIN, SEMINAR), with ties in ranking
     evaluation (sampled and full) broken pessimistically (:func:`pessimistic_ranks`)."""
 

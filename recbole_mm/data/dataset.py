@@ -16,7 +16,7 @@ import torch
 from recbole.data.dataset import Dataset, SequentialDataset
 
 from recbole_mm.data.features import feature_specs, field_table, file_table, presence
-from recbole_mm.errors import FeatureFileError
+from recbole_mm.errors import ConfigError, FeatureFileError
 
 
 @dataclass
@@ -132,6 +132,34 @@ class MultiModalSequentialDataset(MultiModalFeaturesMixin, SequentialDataset):
     def __init__(self, config):
         super().__init__(config)
         self._attach_mm_features()
+
+    def build(self):
+        """RecBole's split; with ``train_rows: windows`` the training part keeps non-overlapping windows only."""
+        rows = self.config["train_rows"] or "prefixes"
+        if rows not in ("prefixes", "windows"):
+            raise ConfigError(f"train_rows: expected 'prefixes' or 'windows', found {rows!r}")
+        datasets = super().build()
+        if rows == "windows":
+            datasets[0] = datasets[0].window_rows()
+        return datasets
+
+    def window_rows(self):
+        """A copy holding each user's last row and every ``MAX_ITEM_LIST_LENGTH``-th row before it.
+
+        A pre-split training file holds every prefix of a history as a row (chronological per user). A loss
+        over every position of ``history + [target]`` trains a transition once per row that holds it; rows
+        ``MAX_ITEM_LIST_LENGTH`` apart hold disjoint transitions, so one epoch trains each transition of the
+        kept windows once (with histories cut to ``MAX_ITEM_LIST_LENGTH`` items and at most that many prefixes
+        per user: one row per user).
+        """
+        users = pd.Series(self.inter_feat[self.uid_field].numpy())
+        from_last = users.groupby(users, sort=False).cumcount(ascending=False).to_numpy()
+        keep = np.flatnonzero(from_last % self.max_item_list_len == 0)
+        self.logger.info(
+            f"train_rows windows: {len(keep)} of {len(users)} training rows kept (each user's last row and every "
+            f"{self.max_item_list_len}th before it)"
+        )
+        return self.copy(self.inter_feat[torch.from_numpy(keep)])
 
     def _benchmark_presets(self):
         super()._benchmark_presets()

@@ -5,8 +5,12 @@
     python -m recbole_mm.results --all --protocol reference --device cuda   # the reference-sized protocol (GPU)
     python -m recbole_mm.results --smoke                        # tiny end-to-end check into a temporary folder
     python -m recbole_mm.results --all --report-only            # rewrite the markdown from the records
+    python -m recbole_mm.results --all --address HOST:PORT --jobs 8   # runs as Ray tasks on a cluster
 
-Recorded runs (``results/runs/<protocol>/<table>/``) are not run again; ``--force`` re-runs them.
+Recorded runs (``results/runs/<protocol>/<table>/``) are not run again; ``--force`` re-runs them. Each run is
+claimed by a lock file beside its record first, so several copies (on one machine, or on machines sharing the
+folder) split the work; Ctrl-C stops with a count of what is recorded, and the same command resumes. With
+``--address`` the data, work and runs folders must be at the same paths on every node.
 """
 
 import argparse
@@ -18,18 +22,21 @@ from recbole_mm import compat
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.results.protocols import ROOT, load_protocol
 from recbole_mm.results.report import write_markdown
-from recbole_mm.results.runner import Plan, RunError, load_records, run_plan
+from recbole_mm.results.runner import Plan, RunError, is_done, load_records, run_plan
 from recbole_mm.results.tables import TABLES
 
 
 def ensure_data(data_path: str, names) -> None:
-    """Build ml-100k_mm and its two domains under ``data_path`` where a table needs them and they are missing."""
-    from recbole_mm.prepare import ml100k_mm, ml100k_mm_domains
+    """Build ml-100k_mm, its two domains and its cold-start split under ``data_path`` where a table needs them and
+    they are missing."""
+    from recbole_mm.prepare import ml100k_mm, ml100k_mm_cold, ml100k_mm_domains
 
     if any(n.startswith("ml-100k_mm") for n in names):
         ml100k_mm.ensure_built(data_path)
     if any(n in (ml100k_mm_domains.NAME_A, ml100k_mm_domains.NAME_B) for n in names):
         ml100k_mm_domains.ensure_built(data_path)
+    if ml100k_mm_cold.NAME in names:
+        ml100k_mm_cold.ensure_built(data_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     parser.add_argument("--in-process", action="store_true", help="run in this process, not one process per run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--address", help="run every run as a Ray task on the cluster at this address (host:port or auto)"
+    )
     parser.add_argument("--data-path", default=os.path.join(ROOT, "dataset"), help="folder of the datasets")
     parser.add_argument("--work-dir", default=os.path.join(ROOT, "saved", "results"), help="cut data, checkpoints, logs")
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "results", "runs"), help="run records")
@@ -73,23 +83,29 @@ def main(argv=None) -> int:
     if args.rows and len(names) != 1:
         print("--rows needs exactly one table (--tables NAME)", file=sys.stderr)
         return 2
+    plans = []
     try:
         protocol = load_protocol(args.protocol)
         os.makedirs(args.out_dir, exist_ok=True)
         datasets = {r.dataset or TABLES[n].dataset for n in names for r in TABLES[n].rows}
+        if args.address and not args.report_only:
+            from recbole_mm.results.runner import connect_ray
+
+            connect_ray(args.address)
         if not args.report_only:
             ensure_data(args.data_path, datasets)
         failed = []
         for name in names:
             plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, args.rows, args.device)
-            seeds = plan.seeds(args.seeds)
+            plans.append((plan, plan.seeds(args.seeds)))
+        for plan, seeds in plans:
             if not args.report_only:
                 try:
-                    run_plan(plan, seeds, args.force, args.jobs, args.in_process)
+                    run_plan(plan, seeds, args.force, args.jobs, args.in_process, address=args.address)
                 except RunError as error:
                     failed.append(str(error))
             if args.rows:  # the markdown always shows the whole table
-                plan = Plan(TABLES[name], protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
+                plan = Plan(plan.table, protocol, args.data_path, args.work_dir, args.runs_dir, None, args.device)
             records = load_records(plan, seeds)
             print(f"wrote {write_markdown(plan, records, seeds, args.out_dir)}", flush=True)
         if failed:
@@ -98,7 +114,24 @@ def main(argv=None) -> int:
     except RecBoleMMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        done, total = progress(plans)
+        message = f"interrupted; {done} runs recorded, {total - done} left; run the same command to resume"
+        print(f"\n{message}", file=sys.stderr)
+        return 130
     return 0
+
+
+def progress(plans) -> tuple:
+    """``(recorded, asked)`` runs over ``[(plan, seeds)]``: what a resumed command would skip, of all it asks."""
+    done = total = 0
+    for plan, seeds in plans:
+        found = load_records(plan, seeds)
+        for row in plan.rows:
+            for seed in seeds:
+                total += 1
+                done += is_done(found.get((row.label, seed)), plan.spec(row, seed))
+    return done, total
 
 
 if __name__ == "__main__":

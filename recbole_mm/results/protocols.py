@@ -34,7 +34,10 @@ KEYS = {
     "why": dict,
     "hardware": str,
     "threads": (int, type(None)),
+    "search": (dict, type(None)),
 }
+# the protocol's ``search`` block (see recbole_mm.results.search) and its defaults
+SEARCH_DEFAULTS = {"trials": 8, "seed": 2020, "grace_period": 1, "reduction_factor": 2, "models": None}
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Protocol:
     why: Dict = field(default_factory=dict)
     hardware: str = ""
     threads: Optional[int] = None
+    search: Optional[Dict] = None
 
     def run_settings(self, table_name: str, cut: bool, stage: str) -> Dict:
         """The protocol's RecBole settings for a run of ``table_name`` at ``stage``."""
@@ -86,6 +90,9 @@ def load_protocol(name_or_path: str) -> Protocol:
             raise ConfigError(f"{path}: key {key!r} expected {KEYS[key]}, found {type(value).__name__} {value!r}")
     if not content.get("seeds") or not all(isinstance(s, int) for s in content["seeds"]):
         raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, found {content.get('seeds')!r}")
+    unknown = sorted(set(content.get("search") or {}) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown} under 'search'; expected keys: {sorted(SEARCH_DEFAULTS)}")
     name = os.path.splitext(os.path.basename(path))[0]
     return Protocol(name=name, path=path, **content)
 
@@ -106,7 +113,8 @@ def cut_dataset(
     training rows (all if None), every history (train, valid, test) cut to its last ``history_length`` items (as
     is if None), only the users with index below ``users`` (all if None). Feature, index and preset files are
     hard-linked (copied across file systems). Built once into a temporary folder and renamed; an existing copy
-    made with the same cut is reused. Returns the dataset folder."""
+    made with the same cut is reused (also one another runner published while this one was building). Returns
+    the dataset folder."""
     source, target = os.path.join(source_data_path, name), os.path.join(data_path, name)
     cut = {"prefixes_per_user": prefixes_per_user, "history_length": history_length, "users": users}
     stamp = os.path.join(target, "cut.json")
@@ -139,7 +147,13 @@ def cut_dataset(
                 frame.to_csv(f, sep="\t", index=False)
         with atomic_write(os.path.join(tmp, "cut.json")) as f:
             json.dump(cut, f)
-        publish_dir(tmp, target)
+        try:
+            publish_dir(tmp, target)
+        except OSError:
+            if not os.path.isfile(stamp):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another runner published the same cut first
+            return cut_dataset(source_data_path, data_path, name, prefixes_per_user, history_length, users)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

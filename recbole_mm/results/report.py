@@ -7,10 +7,12 @@ import yaml
 
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.results.protocols import ROOT, Protocol
-from recbole_mm.results.runner import Plan, cell, mean_std
+from recbole_mm.results.runner import Plan, cap_bound, cell, mean_std
+from recbole_mm.results.search import search_lines
 from recbole_mm.results.tables import Table
 
 FINDINGS_DIR = os.path.join(ROOT, "results", "findings")
+CAP_MARK = " †"  # a cell with a run that may not have converged (see cap_bound)
 
 
 def _name(metric: str) -> str:
@@ -34,8 +36,12 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
     settings.update(protocol.table_settings.get(table.name) or {})
     lines = [f"## Protocol: `{protocol.name}` (`{os.path.relpath(protocol.path, ROOT)}`)", ""]
     datasets = sorted({r.dataset or table.dataset for r in plan.rows})
-    lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; leave-one-out pre-split files (per user the "
-                 "last rating is the test target, the one before it the validation target).")
+    candidates = table.settings.get("eval_candidates")
+    if candidates:
+        lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; pre-split files (targets as described above).")
+    else:
+        lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}; leave-one-out pre-split files (per user the "
+                     "last rating is the test target, the one before it the validation target).")
     if table.cut and (protocol.train_prefixes_per_user or protocol.history_length):
         lines.append(
             f"- Cut (training data only shrinks; every user keeps one validation and one test target): the last "
@@ -49,6 +55,11 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
         lines.append(
             f"- Candidates: per user the positive and {mode[3:]} negatives sampled "
             f"{'uniformly' if mode.startswith('uni') else 'by popularity'} (RecBole's `{mode}`), one group per user."
+        )
+    elif candidates:
+        lines.append(
+            f"- Candidates: full ranking over only the items listed in `<dataset>.{candidates}` that occur in the "
+            "dataset's files (`eval_candidates`; every other item scores -inf), one group per user."
         )
     else:
         lines.append("- Candidates: full ranking over all items (RecBole's full sort), one group per user.")
@@ -98,16 +109,6 @@ def protocol_block(plan: Plan, records: Dict[Tuple[str, int], Dict]) -> List[str
     return lines
 
 
-def _capped(record: Dict) -> str:
-    """`` (not converged)`` when the run's best epoch lies within ``stopping_step`` of its epoch cap (patience could
-    not have stopped it), else ``""``."""
-    settings = record["spec"]["settings"]
-    cap, patience = settings.get("epochs"), settings.get("stopping_step")
-    if record.get("best_epoch") is None or cap is None or patience is None:
-        return ""
-    return " (not converged)" if record["best_epoch"] + 1 > cap - patience else ""
-
-
 def _rows_table(plan: Plan, records: Dict, seeds: List[int], metrics: List[str], extra: bool) -> List[str]:
     head = ["row"] + [_name(m) for m in metrics]
     if extra:
@@ -118,12 +119,14 @@ def _rows_table(plan: Plan, records: Dict, seeds: List[int], metrics: List[str],
         if row.stage == "pretrain":
             if not extra:
                 continue
-            cells = [""] * len(metrics) + ["", f"{done[0]['epochs_run'] if done else ''} (pre-training)"]
+            cells = [""] * len(metrics) + ["", f"{done[0]['epochs_run'] if done else ''} (pre-training, recipe's end)"]
         else:
-            cells = [cell([r["test"][m] for r in done]) for m in metrics]
+            mark = CAP_MARK if any(cap_bound(r) for r in done) else ""
+            cells = [cell([r["test"][m] for r in done]) + mark if done else "" for m in metrics]
             if extra:
                 cells.append(cell([r["best_valid"]["ndcg@10"] for r in done]))
-                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}{_capped(r)}" for r in done))
+                cells.append(" ".join(f"{r['best_epoch'] + 1}/{r['epochs_run']}" + (" cap" if cap_bound(r) else "")
+                                      for r in done))
         if extra:
             wall = mean_std([r["wall_seconds"] for r in done])[0] if done else float("nan")
             cpu = mean_std([r["cpu_seconds"] for r in done])[0] if done else float("nan")
@@ -173,9 +176,16 @@ def write_markdown(plan: Plan, records: Dict, seeds: List[int], out_dir: str) ->
     lines += protocol_block(plan, records) + [""]
     lines += ["## Results", "", "Test metrics (mean ± sample std over the seeds):", ""]
     lines += _rows_table(plan, records, seeds, plan.table.metrics, extra=True) + [""]
+    if any(cap_bound(r) for r in records.values()):
+        lines += [
+            f"{CAP_MARK} not converged: at least one seed's run ended at the epoch cap, or its best validation epoch "
+            "lies within stopping_step epochs of the cap (marked `cap` in the epochs column).",
+            "",
+        ]
     if plan.table.reference_metrics:
         lines += ["The same runs at the reference evaluator's cut-offs (its \"@10\" and \"@50\" are these):", ""]
         lines += _rows_table(plan, records, seeds, plan.table.reference_metrics, extra=False) + [""]
+    lines += search_lines(plan, plan.rows)
     if png:
         lines += [f"![test {_name(plan.table.plot_metric)} per row]({os.path.basename(png)})", ""]
     lines += ["Rows:", ""]

@@ -133,10 +133,13 @@ def _record(result, setup: SweepSetup) -> TrialRecord:
     trial_id = metrics.get("trial_id") or os.path.basename(trial_dir)
     params = {p.name: result.config.get(p.name) for p in setup.space}
     best = setup.best_of([s for _, s in curve])
+    peak = None
+    if frame is not None and "peak_rss_mb" in frame:
+        peak = float(frame["peak_rss_mb"].max())
     if result.error is not None:
-        return TrialRecord(trial_id, params, ERROR, curve, best, error=_error_line(result.error))
+        return TrialRecord(trial_id, params, ERROR, curve, best, error=_error_line(result.error), peak_rss_mb=peak)
     if not metrics.get("finished"):
-        return TrialRecord(trial_id, params, STOPPED, curve, best)
+        return TrialRecord(trial_id, params, STOPPED, curve, best, peak_rss_mb=peak)
     return TrialRecord(
         trial_id,
         params,
@@ -145,6 +148,7 @@ def _record(result, setup: SweepSetup) -> TrialRecord:
         float(metrics["best_valid_score"]),
         test_result=json.loads(metrics["test_result"]),
         saved_model_file=metrics.get("saved_model_file", ""),
+        peak_rss_mb=float(metrics.get("peak_rss_mb") or peak or 0) or None,
     )
 
 

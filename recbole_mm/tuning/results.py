@@ -49,6 +49,7 @@ def _rows(setup: SweepSetup, records: List[TrialRecord]) -> List[Dict[str, str]]
         row = {"trial": r.trial_id}
         row.update({p.name: _cell(r.params.get(p.name)) for p in setup.space})
         row.update({score_column: _cell(r.best_valid_score), "epochs run": str(r.epochs_run), "status": r.status})
+        row["peak RSS MiB"] = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else ""
         row["error"] = r.error.splitlines()[0] if r.error else ""
         rows.append(row)
     return rows

@@ -74,10 +74,18 @@ class TrialRecord:
     error: str = ""
     test_result: Dict[str, float] = field(default_factory=dict)
     saved_model_file: str = ""
+    peak_rss_mb: Optional[float] = None  # peak resident memory of the trial's worker process (Ray trials)
 
     @property
     def epochs_run(self) -> int:
         return max((epoch for epoch, _ in self.curve), default=0)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def train_trial(setup: SweepSetup, sampled: Dict[str, Any], on_epoch: Callable, gpu_id: Optional[str] = None) -> dict:
@@ -113,11 +121,11 @@ def ray_trainable(sampled: Dict[str, Any], setup: SweepSetup) -> None:
     last = {}
 
     def on_epoch(epoch_idx: int, valid_score: float) -> None:
-        last.update(epoch=epoch_idx + 1, valid_score=float(valid_score))
+        last.update(epoch=epoch_idx + 1, valid_score=float(valid_score), peak_rss_mb=peak_rss_mb())
         report_to_tune(dict(last))
 
     result = train_trial(setup, sampled, on_epoch, gpu_id=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-    final = dict(last, finished=True, best_valid_score=float(result["best_valid_score"]))
+    final = dict(last, finished=True, best_valid_score=float(result["best_valid_score"]), peak_rss_mb=peak_rss_mb())
     # A JSON string, not metrics: Ray's progress table shows numbers only, so nobody reads test scores
     # while the sweep runs; the result files show the winner's alone.
     final["test_result"] = json.dumps({k: float(v) for k, v in result["test_result"].items()})

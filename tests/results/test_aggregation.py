@@ -21,3 +21,17 @@ def test_two_equal_values_have_zero_std_and_one_value_says_so():
     assert mean == 0.0656 and math.isnan(std)
     assert cell([0.0656]) == "0.0656 (1 seed)"
     assert cell([]) == ""
+
+
+def test_a_run_is_cap_bound_when_the_cap_ended_it_or_its_best_epoch_is_within_patience_of_the_cap():
+    from recbole_mm.results.runner import cap_bound, stopped_by
+
+    spec = {"stage": "train", "settings": {"epochs": 30, "stopping_step": 10}}
+    assert stopped_by(spec, 30) == "cap" and stopped_by(spec, 22) == "patience"
+    assert stopped_by(dict(spec, stage="pretrain"), 30) == "recipe"
+    # best epoch 10 (0-based), 11 validations without improvement after it: stopped by patience at 22 epochs
+    assert not cap_bound({"spec": spec, "epochs_run": 22, "best_epoch": 10, "stopped_by": "patience"})
+    assert cap_bound({"spec": spec, "epochs_run": 30, "best_epoch": 5, "stopped_by": "cap"})
+    # best epoch 20: only 9 epochs left before the cap, fewer than stopping_step: cap-bound
+    assert cap_bound({"spec": spec, "epochs_run": 30, "best_epoch": 20})
+    assert not cap_bound({"spec": dict(spec, stage="pretrain"), "epochs_run": 30, "best_epoch": None})

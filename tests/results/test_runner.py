@@ -62,7 +62,9 @@ def test_test_metrics_are_read_once_from_the_best_validation_checkpoint(ml100k_r
     and re-evaluating that checkpoint on test gives the recorded test metrics."""
     row = Row("SASRec", "SASRec", {"learning_rate": 0.01, "epochs": 4, "stopping_step": 10})
     table = Table("check", "check", "ml-100k_mm", TABLES["sequential"].settings, [row])
-    plan = Plan(table, load_protocol("smoke"), str(ml100k_root), str(tmp_path / "work"), str(tmp_path / "runs"))
+    protocol = load_protocol("smoke")
+    protocol.search = None  # this run's settings as written (the search stage has its own test)
+    plan = Plan(table, protocol, str(ml100k_root), str(tmp_path / "work"), str(tmp_path / "runs"))
     calls = []
     evaluate = Trainer.evaluate
 
@@ -77,7 +79,7 @@ def test_test_metrics_are_read_once_from_the_best_validation_checkpoint(ml100k_r
     assert calls[-1][0] is not calls[0][0]  # the test split, not the validation one
     assert record["epochs_run"] == 4 and [e for e, _ in record["valid_curve"]] == [0, 1, 2, 3]
     scores = [s for _, s in record["valid_curve"]]
-    assert record["best_epoch"] == scores.index(max(scores))
+    assert record["best_epoch"] == len(scores) - 1 - scores[::-1].index(max(scores))  # RecBole: last of equal ones
     assert record["best_valid"]["ndcg@10"] == pytest.approx(max(scores))
     checkpoint = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)
     assert checkpoint["epoch"] == record["best_epoch"]
@@ -114,3 +116,36 @@ def test_records_follow_their_settings_when_two_rows_swap_them(ml100k_root, tmp_
         row = after.table.row(label)
         assert read_record(after.record_path(row, 2020)) == records[label, 2020]
         assert records[label, 2020]["spec"] == after.spec(row, 2020)
+
+
+def test_a_row_tuned_from_another_runs_at_that_rows_recorded_search(ml100k_root, tmp_path):
+    """A recorded search of "SASRec" (smoke protocol) sets the values of its seeds and of the row tuned from it; a
+    search record made for another search space is not used."""
+    from recbole_mm.results.search import search_lines, search_path, search_spec
+
+    rows = [Row("SASRec", "SASRec"), Row("SASRec, one block", "SASRec", {"n_layers": 1}, tuned_from="SASRec")]
+    table = Table("tuned", "tuned", "ml-100k_mm", TABLES["sequential"].settings, rows)
+    table.check()
+
+    def plan_for(labels):
+        return Plan(table, load_protocol("smoke"), str(ml100k_root), str(tmp_path / "w"), str(tmp_path / "r"), labels)
+
+    plan = plan_for(["SASRec, one block"])
+    assert [r.label for r in plan.rows] == ["SASRec", "SASRec, one block"]  # the searched row is brought along
+    assert plan.needs_search(plan.rows[0]) and not plan.needs_search(plan.rows[1]) and plan.tuned == {}
+    chosen = {"learning_rate": 0.003, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.5}
+    record = {"spec": search_spec(plan, rows[0]), "chosen": chosen, "best_valid_score": 0.1, "trials": []}
+    os.makedirs(os.path.dirname(search_path(plan, rows[0])), exist_ok=True)
+    with open(search_path(plan, rows[0]), "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    plan = plan_for(None)
+    assert plan.tuned == {"SASRec": chosen, "SASRec, one block": chosen}
+    for row in plan.rows:
+        spec = plan.spec(row, 2021)
+        assert {k: spec["settings"][k] for k in chosen} == chosen and spec["seed"] == 2021
+    assert plan.spec(rows[1], 2020)["settings"]["n_layers"] == 1
+    assert "| SASRec, one block | runs at the values chosen for SASRec |" in "\n".join(search_lines(plan, plan.rows))
+    record["spec"]["space"]["learning_rate"]["high"] = 0.1  # another space: a new search is due
+    with open(search_path(plan, rows[0]), "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    assert plan_for(None).tuned == {}

@@ -65,6 +65,7 @@ def test_outputs(tmp_path):
         "best valid NDCG@10": "0.5",
         "epochs run": "2",
         "status": "completed",
+        "peak RSS MiB": "",
         "error": "",
     }
     assert rows[2]["epochs run"] == "1" and rows[2]["status"] == "stopped"

@@ -57,9 +57,11 @@ def test_failing_trial_recorded_and_others_finish(ray_sweep):
     assert sum(r.status == ERROR for r in ray_sweep.records) == 1
     with open(ray_sweep.files["csv"]) as f:
         rows = f.read().splitlines()
-    assert rows[0] == "trial,learning_rate,best valid NDCG@10,epochs run,status,error"
+    assert rows[0] == "trial,learning_rate,best valid NDCG@10,epochs run,status,peak RSS MiB,error"
     assert len(rows) == 5
-    assert rows[4].endswith(f',-1,,0,error,"{LR_ERROR}"')  # quoted: the message holds a comma
+    assert rows[4].endswith(f',-1,,0,error,,"{LR_ERROR}"')  # quoted: the message holds a comma
+    for r in ray_sweep.records:  # each trial's worker reports its peak resident memory (torch alone is > 100 MiB)
+        assert (r.peak_rss_mb is None) == (r.status == ERROR) and (r.peak_rss_mb is None or r.peak_rss_mb > 100)
 
 
 def test_winner_is_validation_argmax_and_its_test_result_is_reported(ray_sweep):

@@ -28,8 +28,9 @@ Departures from the reference code:
   the batch's other users), NID (a fraction of positions replaced by random in-batch items, a linear head
   detects them, per-position BCE) and RCL (InfoNCE between the user vectors of the original and the noised
   sequence, other users as negatives). Means over anchors, not sums.
-* Rows come from RecBole's training file (one row per prefix of a user's history); ``loss_positions: all``
-  trains every position of ``history + [target]`` (the reference's one row per user), ``last`` only the target.
+* ``loss_positions: all`` trains every position of ``history + [target]``, ``last`` only the target. RecBole's
+  training file holds one row per prefix of a history; ``train_rows: windows`` keeps rows ``MAX_ITEM_LIST_LENGTH``
+  apart, so an epoch trains each transition once (the reference: one row per user).
 * The false-negative mask is vectorised (the reference loops over the batch in Python); same masked set.
 * ``pretrain_part: user_encoder`` loads the user encoder (the reference strips no key prefix and silently loads
   nothing); an unknown part, a checkpoint of another model and mismatching widths are errors.
