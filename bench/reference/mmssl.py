@@ -391,7 +391,7 @@ def run_ours(args) -> None:
     if not args.our_protocol:
         settings.update(
             {
-                "train_batch_size": 1024,
+                "train_batch_size": args.batch_size,
                 "stopping_step": 7,
                 "valid_metric": "Recall@20",
                 "topk": KS,

@@ -303,7 +303,7 @@ def run_reference(args, passthrough: list[str]) -> None:
     log = {"train": [], "eval": [], "scores": []}
 
     def iteration(self, epoch, dataloader, full_sort=False, train=True):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if train:
             out = original_iteration(self, epoch, dataloader, full_sort, train)
         else:
@@ -312,6 +312,7 @@ def run_reference(args, passthrough: list[str]) -> None:
         log["train" if train else "eval"].append(
             {
                 "s": time.perf_counter() - start,
+                "cpu": time.process_time() - cpu,
                 "rows": len(dataloader.dataset),
                 "mode": getattr(dataloader.dataset, "data_type", "?"),
             }
@@ -349,6 +350,8 @@ def run_reference(args, passthrough: list[str]) -> None:
         "train_rows": train_rows,
         "train_wall_s": train_s,
         "train_rows_per_s": train_rows / train_s if train_s else None,
+        "train_cpu_s": sum(t["cpu"] for t in log["train"]),
+        "eval_pass_cpu_s": [e["cpu"] for e in evals],
         "eval_pass_wall_s": [e["s"] for e in evals],
         "eval_rows": [e["rows"] for e in evals],
         "total_wall_s": total,
