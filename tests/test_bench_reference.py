@@ -32,16 +32,16 @@ def test_mmssl_convert_holds_the_split(ml100k_slice, tmp_path):
             ours_data_path=None,
         )
     )
-    users = json.load(open(out / "user_tokens.json"))
-    train = json.load(open(out / "train.json"))
-    test = json.load(open(out / "test.json"))
+    users = json.loads((out / "user_tokens.json").read_text())
+    train = json.loads((out / "train.json").read_text())
+    test = json.loads((out / "test.json").read_text())
     for user, history, item in _rows(os.path.join(src, "ml-100k_mm.test.inter")):
         uid = str(users.index(user))
         assert test[uid] == [int(item)]
         # the test history minus the validation target is training data, and no held-out item is
         assert set(map(int, history.split()[:-1])) <= set(train[uid])
         assert int(item) not in train[uid]
-    mat = pickle.load(open(out / "train_mat", "rb"))
+    mat = pickle.loads((out / "train_mat").read_bytes())
     assert mat.nnz == sum(len(v) for v in train.values())
     assert np.load(out / "image_feat.npy").shape == (1682, 384)
 
@@ -62,18 +62,18 @@ def test_seminar_round_trip_and_fixed_negatives(ml100k_slice, tmp_path):
             max_len=20,
         )
     )
-    seqs = {line.split()[0]: line.split()[1:] for line in open(ref / "d.txt")}
+    seqs = {line.split()[0]: line.split()[1:] for line in (ref / "d.txt").read_text().splitlines()}
     valid = {
         u: h.split() + [i]
         for u, h, i in _rows(os.path.join(src, "ml-100k_mm.valid.inter"))
     }
-    for uid, user in enumerate(json.load(open(ref / "d_user_tokens.json")), start=1):
+    for uid, user in enumerate(json.loads((ref / "d_user_tokens.json").read_text()), start=1):
         seq = [int(i) - 1 for i in seqs[str(uid)]]
         assert seq[-len(valid[user]) - 1 : -1] == list(
             map(int, valid[user])
         )  # the file's history ends the same
         negs = [
-            int(i) for i in open(ref / "d_sample.txt").readlines()[uid - 1].split()[1:]
+            int(i) for i in (ref / "d_sample.txt").read_text().splitlines()[uid - 1].split()[1:]
         ]
         assert (
             len(negs) == 99
@@ -83,7 +83,7 @@ def test_seminar_round_trip_and_fixed_negatives(ml100k_slice, tmp_path):
     inter = _rows(tmp_path / "ours" / "d" / "d.inter")
     assert len(inter) == sum(len(s) for s in seqs.values())
     queries = {
-        line.split()[0]: line.split()[1:] for line in open(ref / "d_queries.txt")
+        line.split()[0]: line.split()[1:] for line in (ref / "d_queries.txt").read_text().splitlines()
     }
     user, item, pos, words = inter[3]
     ref_query = queries[str(int(user) + 1)][int(pos)]
