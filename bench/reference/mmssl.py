@@ -496,6 +496,12 @@ def main(argv=None) -> None:
         "--reference-compat", action="store_true", help="reference_compat: True"
     )
     o.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="train_batch_size (the reference's 1,024)",
+    )
+    o.add_argument(
         "--our-protocol",
         action="store_true",
         help="keep the dataset preset's evaluation settings",
