@@ -360,9 +360,10 @@ def timed_trainer_patch(times: dict[str, list]) -> None:
                 return out
 
             def _valid_epoch(self, *args, **kwargs):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 out = super()._valid_epoch(*args, **kwargs)
                 times["valid_wall"].append(time.perf_counter() - t)
+                times.setdefault("valid_cpu", []).append(time.process_time() - c)
                 return out
 
         Timed.__name__ = base.__name__
@@ -413,6 +414,7 @@ def run_ours(args) -> None:
         "train_epoch_wall_s": times["train_wall"],
         "train_epoch_cpu_s": times["train_cpu"],
         "valid_pass_wall_s": times["valid_wall"],
+        "valid_pass_cpu_s": times.get("valid_cpu", []),
         "total_wall_s": total,
         "peak_rss_mib": peak_rss_mib(),
         "threads": args.threads,

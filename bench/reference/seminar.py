@@ -476,6 +476,7 @@ def run_ours(args) -> None:
         "train_epoch_wall_s": times["train_wall"],
         "train_epoch_cpu_s": times["train_cpu"],
         "valid_pass_wall_s": times["valid_wall"],
+        "valid_pass_cpu_s": times.get("valid_cpu", []),
         "total_wall_s": total,
         "peak_rss_mib": peak_rss_mib(),
         "threads": args.threads,
