@@ -24,7 +24,7 @@ from recbole_mm.data.utils import create_dataset, data_preparation  # noqa: E402
 from recbole_mm.results.protocols import ROOT, load_protocol  # noqa: E402
 from recbole_mm.results.runner import Plan  # noqa: E402
 from recbole_mm.results.tables import TABLES  # noqa: E402
-from recbole_mm.utils import get_model, get_trainer  # noqa: E402
+from recbole_mm.registry import get_model, get_trainer  # noqa: E402
 
 ROWS = {
     "SASRec": ("sequential", "SASRec", {}),
