@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from recbole_mm.config import settings_file
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.errors import RecBoleMMError
-from recbole_mm.config import settings_file
 from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
 from recbole_mm.results.tables import Row, Table
 
