@@ -216,9 +216,9 @@ def save_random_vit_b32(path):
 def bench_images(args):
     from PIL import Image
 
+    from recbole_mm.data.atomic_files import write_index_file
     from recbole_mm.encoders.images import ImageDecoder
     from recbole_mm.prepare.common import write_text_file
-    from recbole_mm.data.atomic_files import write_index_file
     from recbole_mm.prepare.encode import encode_dataset, make_encoder
 
     device = args.device or "cpu"

@@ -84,10 +84,10 @@ def settings(args, name, model, **extra):
 
 
 def build(args, name, model, **extra):
-    from recbole_mm.config import Config
-    from recbole_mm.data.utils import create_dataset, data_preparation
     from recbole.utils import init_seed
 
+    from recbole_mm.config import Config
+    from recbole_mm.data.utils import create_dataset, data_preparation
     from recbole_mm.registry import get_model
 
     config = Config(model=model, config_dict=settings(args, name, model, **extra))

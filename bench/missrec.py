@@ -37,8 +37,8 @@ from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, writ
 from recbole_mm.data.device_loader import DeviceTrainLoader
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
-from recbole_mm.trainer import PretrainTrainer
 from recbole_mm.runtime import compile_training_loss, set_tf32_matmul
+from recbole_mm.trainer import PretrainTrainer
 
 PRETRAIN_ITEMS, OFFICE_USERS, OFFICE_ITEMS, DIM, MILLION = 446_975, 87_346, 25_986, 512, 1_000_000
 

@@ -137,8 +137,8 @@ def main():
     from recbole_mm.config import Config
     from recbole_mm.data.utils import create_dataset, data_preparation
     from recbole_mm.prepare.cli import main as prepare
-    from recbole_mm.trainer import MMSSLTrainer
     from recbole_mm.registry import get_model
+    from recbole_mm.trainer import MMSSLTrainer
 
     users, items, interactions = SIZES[args.size]
     with tempfile.TemporaryDirectory() as work:

@@ -9,10 +9,10 @@ from recbole.trainer import KGTrainer, Trainer
 from recbole.utils import ModelType, init_seed
 
 from recbole_mm.config import Config
-from recbole_mm.prepare.ml100k_mm_domains import copy_slice
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin, for_recbole_mm
+from recbole_mm.prepare.ml100k_mm_domains import copy_slice
 from recbole_mm.registry import get_model, get_trainer
+from recbole_mm.trainer import AtomicCheckpointMixin, DeviceLossMixin, for_recbole_mm
 
 
 @pytest.fixture(scope="module")

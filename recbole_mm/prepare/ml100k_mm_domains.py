@@ -29,9 +29,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from recbole_mm.prepare import ml100k_mm
 from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir, write_feature_file
 from recbole_mm.data.features import open_feature_file
+from recbole_mm.prepare import ml100k_mm
 from recbole_mm.prepare.common import PrepareError, read_index_file, write_config, write_dataset
 from recbole_mm.prepare.encode import word_drop
 

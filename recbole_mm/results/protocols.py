@@ -17,8 +17,8 @@ from typing import Dict, List, Optional
 import pandas as pd
 import yaml
 
-from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir
 from recbole_mm.config import PROPERTIES_DIR
+from recbole_mm.data.atomic_files import atomic_write, link_files, publish_dir
 from recbole_mm.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

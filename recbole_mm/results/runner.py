@@ -25,9 +25,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from recbole_mm.config import settings_file
 from recbole_mm.data.atomic_files import atomic_write
 from recbole_mm.errors import RecBoleMMError
-from recbole_mm.config import settings_file
 from recbole_mm.results.claims import claim, clean_scratch, holder, release, scratch_dir
 from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
 from recbole_mm.results.tables import Row, Table

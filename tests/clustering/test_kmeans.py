@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_mm.clustering import ClusteringError, KMeansResult, kmeans
-from recbole_mm.clustering import backends
+from recbole_mm.clustering import ClusteringError, KMeansResult, backends, kmeans
 from recbole_mm.clustering.assign import block_shape
 from recbole_mm.clustering.validation import check_problem
 from recbole_mm.errors import RecBoleMMError

@@ -11,10 +11,10 @@ from recbole.data import data_preparation
 from recbole.data.dataset import SequentialDataset
 
 from recbole_mm.config import Config
-from recbole_mm.registry import get_model
 from recbole_mm.data.dataset import MultiModalSequentialDataset
 from recbole_mm.data.long_sequence import LongSequenceDataset, fixed_width
 from recbole_mm.errors import DataFieldError
+from recbole_mm.registry import get_model
 
 # user -> [(item, time, query)], written out of time order on purpose; "k6" makes u1's third query 6 keywords long
 EVENTS = {

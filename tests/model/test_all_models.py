@@ -8,8 +8,8 @@ import math
 import pytest
 
 from recbole_mm.config import Config
-from recbole_mm.quick_start import objective_function
 from recbole_mm.model.long_sequence import CandidateObjective
+from recbole_mm.quick_start import objective_function
 from recbole_mm.registry import get_model, list_models
 
 FAST = {"epochs": 1, "show_progress": False, "MAX_ITEM_LIST_LENGTH": 20, "seed": 2020}

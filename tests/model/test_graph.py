@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from graph_data import build, dense_train_matrix
+
 from recbole_mm.model.graph import SparseOperator, row_normalised, sparse_pairs
 
 

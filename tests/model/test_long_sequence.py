@@ -9,13 +9,12 @@ through RecBole's real dataloaders, trainer and evaluator.
 import numpy as np
 import pytest
 import torch
+from long_sequence_data import N_ITEMS, build, first_batch, make_config, write_longseq
 from recbole.utils import init_seed
 
-from long_sequence_data import N_ITEMS, build, first_batch, make_config, write_longseq
 from recbole_mm.errors import ConfigError, DataFieldError
-from recbole_mm.model.long_sequence import History
-from recbole_mm.trainer import LongSequenceTrainer, pessimistic_ranks
 from recbole_mm.registry import get_trainer, list_models
+from recbole_mm.trainer import LongSequenceTrainer, pessimistic_ranks
 
 MODELS = ["SIM", "ETA", "QIN", "TWIN", "SEMINAR"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from recbole.data.interaction import Interaction
+from two_ranks import two_ranks_and_one
 
 from recbole_mm.config import Config
 from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
@@ -21,10 +21,9 @@ from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.errors import FeatureFileError, RecBoleMMError
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
 from recbole_mm.quick_start import load_data_and_model
-from recbole_mm.trainer import PretrainTrainer
 from recbole_mm.registry import get_trainer
 from recbole_mm.runtime import compile_training_loss
-from two_ranks import two_ranks_and_one
+from recbole_mm.trainer import PretrainTrainer
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
+from two_ranks import two_ranks_and_one
 
 from recbole_mm.config import Config
 from recbole_mm.data.atomic_files import leave_one_out, write_feature_file, write_inter_files
@@ -21,7 +22,6 @@ from recbole_mm.errors import RecBoleMMError
 from recbole_mm.model.sequential_recommender.mmsrec import MMSRec, masked_max_fusion, symmetric_info_nce
 from recbole_mm.quick_start import load_data_and_model
 from recbole_mm.registry import get_model, get_trainer
-from two_ranks import two_ranks_and_one
 
 N_ITEMS, DIM, N_GROUPS = 24, 8, 4
 BASE = {

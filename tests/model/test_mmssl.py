@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from graph_data import build, dense_train_matrix, make_config
 from torch import nn
 
-from graph_data import build, dense_train_matrix, make_config
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.errors import ConfigError, FeatureFileError
@@ -21,8 +21,8 @@ from recbole_mm.model.general_recommender.mmssl import (
     gumbel_real_rows,
     topk_pairs,
 )
-from recbole_mm.trainer import MMSSLTrainer
 from recbole_mm.registry import get_model
+from recbole_mm.trainer import MMSSLTrainer
 
 
 def normalize(x):

@@ -21,8 +21,8 @@ from recbole_mm.data.utils import data_preparation
 from recbole_mm.errors import ConfigError, RecBoleMMError
 from recbole_mm.model.abstract_recommender import MultiModalSequentialRecommender
 from recbole_mm.model.distributed import RankShare, broadcast_from_rank0, is_rank0
-from recbole_mm.trainer import PretrainTrainer
 from recbole_mm.registry import get_trainer
+from recbole_mm.trainer import PretrainTrainer
 
 N_ITEMS, DIM = 20, 6
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_mmsrec import build, first_batch, internal_id, write_tiny
 
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.model.sequential_recommender.pmmrec import (
@@ -18,7 +19,6 @@ from recbole_mm.model.sequential_recommender.pmmrec import (
     rcl_loss,
 )
 from recbole_mm.registry import get_trainer
-from test_mmsrec import build, first_batch, internal_id, write_tiny
 
 
 def save(config, model, path):

@@ -4,8 +4,8 @@ pre-train -> fine-tune path (strict load, freezing) through RecBole's trainer.""
 import numpy as np
 import pytest
 import torch
-
 from long_sequence_data import build, first_batch, write_longseq
+
 from recbole_mm.errors import RecBoleMMError
 from recbole_mm.registry import get_trainer
 

@@ -3,8 +3,8 @@ import os
 
 import numpy as np
 import pytest
-
 from encoders.tiny_clip import save_tiny_hf_clip
+
 from recbole_mm.data.atomic_files import file_sha256
 from recbole_mm.encoders.clip import HFClipEncoder
 from recbole_mm.encoders.images import decode_image

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_mm.prepare import ml100k_mm
 from recbole_mm.encoders.text import MiniLMEncoder
+from recbole_mm.prepare import ml100k_mm
 
 NAME = ml100k_mm.NAME
 # sha256 of the files that depend only on MovieLens-100K and the build recipe (not on float kernels)

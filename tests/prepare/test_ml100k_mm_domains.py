@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from recbole_mm.config import Config
-from recbole_mm.prepare import ml100k_mm
-from recbole_mm.prepare.ml100k_mm_domains import NAME_A, NAME_B, build, copy_slice, in_domain_a
 from recbole_mm.data.utils import create_dataset, data_preparation
 from recbole_mm.encoders.text import MiniLMEncoder
 from recbole_mm.model.sequential_recommender.missrec import MISSRec
+from recbole_mm.prepare import ml100k_mm
 from recbole_mm.prepare.common import PrepareError, read_index_file
 from recbole_mm.prepare.encode import word_drop
+from recbole_mm.prepare.ml100k_mm_domains import NAME_A, NAME_B, build, copy_slice, in_domain_a
 from recbole_mm.trainer import PretrainTrainer
 
 N_USERS, TRAIN_ROWS = 60, 15  # the slice the training test uses: users 0..59, last 15 rows each

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from encoders.tiny_clip import save_tiny_hf_clip
+
 from recbole_mm.prepare.cli import main
 
 pytest.importorskip("PIL")

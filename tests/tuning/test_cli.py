@@ -5,10 +5,9 @@ import socket
 
 import pytest
 
-from recbole_mm.errors import DatasetNotFoundError, ModelNotFoundError
+from recbole_mm.errors import DatasetNotFoundError, ModelNotFoundError, SweepSetupError
 from recbole_mm.tuning import SweepOptions, run_sweep
 from recbole_mm.tuning.cli import main
-from recbole_mm.errors import SweepSetupError
 from recbole_mm.tuning.sweep import parse_overrides
 
 

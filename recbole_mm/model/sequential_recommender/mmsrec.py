@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_mm.model.multimodal_sequential import MultiModalSequentialRecommender
 from recbole_mm.model.distributed import gather_rows
+from recbole_mm.model.multimodal_sequential import MultiModalSequentialRecommender
 
 SLOTS = ("image", "text")  # the reference's order: vision is modality type 0, text type 1
 

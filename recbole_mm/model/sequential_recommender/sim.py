@@ -24,9 +24,9 @@ Departures (see :mod:`recbole_mm.model.long_sequence` for the family's):
 """
 
 import torch
+from torch import nn
 
 from recbole_mm.model.long_sequence import LongSequenceRecommender, Retrieval, mlp_head
-from torch import nn
 
 
 class SIM(LongSequenceRecommender):
