@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     from recbole_mm.errors import RecBoleMMError
 
     compat.apply()
+    from recbole_mm.config import Config
     from recbole_mm.quick_start import run_recbole_mm
 
     Config.command_line_is_settings = True  # every --key=value here is a setting: a misspelt name is an error

@@ -21,10 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recbole_mm.config import Config  # noqa: E402
 from recbole_mm.data.utils import create_dataset, data_preparation  # noqa: E402
+from recbole_mm.registry import get_model, get_trainer  # noqa: E402
 from recbole_mm.results.protocols import ROOT, load_protocol  # noqa: E402
 from recbole_mm.results.runner import Plan  # noqa: E402
 from recbole_mm.results.tables import TABLES  # noqa: E402
-from recbole_mm.registry import get_model, get_trainer  # noqa: E402
 
 ROWS = {
     "SASRec": ("sequential", "SASRec", {}),

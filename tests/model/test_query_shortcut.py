@@ -16,8 +16,8 @@ from recbole.utils import init_seed
 
 from recbole_mm.config import Config
 from recbole_mm.data.utils import create_dataset, data_preparation
-from recbole_mm.results.protocols import cut_dataset
 from recbole_mm.registry import get_model, get_trainer
+from recbole_mm.results.protocols import cut_dataset
 
 EPOCHS = 4
 # RecBole draws each validation pass's 99 negatives anew: the NDCG@10 of one model over 943 users moves by about 0.01
