@@ -302,9 +302,9 @@ def test_a_gpu_id_the_machine_lacks_is_said_before_training(monkeypatch, caplog)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the case is a machine without a GPU")
-def test_use_gpu_asked_without_a_gpu_is_refused(monkeypatch, tmp_path, capsys):
+def test_use_gpu_asked_without_a_gpu_is_refused(monkeypatch, tmp_path, capsys, ml100k_slice):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-    code, err = run_main(monkeypatch, tmp_path, capsys, *SLICE_RUN, "--use_gpu=True")
+    code, err = run_main(monkeypatch, tmp_path, capsys, *SLICE_RUN, f"--data_path={ml100k_slice}", "--use_gpu=True")
     assert code == 2
     assert_shown("use_gpu without a GPU", err)
 
