@@ -263,7 +263,7 @@ def test_extra_keys_declares_a_deliberately_new_key(tmp_path):
 
 
 def test_a_sweep_over_an_unknown_key_refuses_to_start(tmp_path, ml100k_slice):
-    from recbole_mm.tuning.errors import SweepSetupError
+    from recbole_mm.errors import SweepSetupError
     from recbole_mm.tuning.space import load_search_space
     from recbole_mm.tuning.sweep import prepare_setup
 
