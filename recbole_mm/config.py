@@ -214,8 +214,10 @@ class Config(RecBoleConfig):
         for file in [
             os.path.join(PROPERTIES_DIR, "overall.yaml"),
             os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+            # a model defined outside the package names its own defaults file (see docs/adding_a_model.md)
+            getattr(model_class, "defaults_file", None),
         ]:
-            if os.path.isfile(file):
+            if file and os.path.isfile(file):
                 self._preset_layers.append(self._update_internal_config_dict(file) or {})
                 self._annotation_files.append(file)
         for dataset_file in [

@@ -36,3 +36,7 @@ class SweepSetupError(RecBoleMMError):
 
 class CheckpointError(RecBoleMMError):
     """A checkpoint file is missing, incomplete or not a recbole_mm/RecBole checkpoint."""
+
+
+class RunError(RecBoleMMError):
+    """A run of a results table failed; the message names the table, row, seed and the log's last lines."""

@@ -12,8 +12,8 @@ PACKAGE = os.path.join(ROOT, "recbole_mm")
 
 # floor of each module (the longest matching prefix wins), lowest first, as docs/architecture.md states them
 FLOORS = [
-    ("ground", ["recbole_mm", "recbole_mm.errors", "recbole_mm.compat", "recbole_mm.runtime", "recbole_mm.clustering",
-                "recbole_mm.encoders"]),
+    ("ground", ["recbole_mm", "recbole_mm.errors", "recbole_mm.compat", "recbole_mm.runtime", "recbole_mm.memory",
+                "recbole_mm.clustering", "recbole_mm.encoders"]),
     ("registry", ["recbole_mm.registry"]),
     ("config", ["recbole_mm.config"]),
     ("data", ["recbole_mm.data"]),

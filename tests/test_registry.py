@@ -141,10 +141,11 @@ def test_a_model_added_outside_the_package_trains_through_the_command_line(model
         shutil.copy(os.path.join(PROPERTIES_DIR, "model", sibling), yaml_file)
     with open(yaml_file, "a", encoding="utf-8") as f:
         f.write(own)
+    monkeypatch.setattr(model, "defaults_file", str(yaml_file), raising=False)  # its yaml, as docs/adding_a_model.md
     register_model(model)
     assert model.__name__ not in list_models()  # not one of the package's models
     code = run_main(
-        monkeypatch, tmp_path, f"--model={model.__name__}", "--dataset=ml-100k_mm", f"--config_files={yaml_file}",
+        monkeypatch, tmp_path, f"--model={model.__name__}", "--dataset=ml-100k_mm",
         f"--data_path={ml100k_slice}", f"--checkpoint_dir={tmp_path / 'saved'}", *TINY, *overrides,
     )
     out = capsys.readouterr().out

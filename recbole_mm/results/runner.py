@@ -11,7 +11,6 @@ best validation epoch. Pre-training rows run first (their checkpoints feed the f
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -27,21 +26,13 @@ import yaml
 
 from recbole_mm.config import settings_file
 from recbole_mm.data.atomic_files import atomic_write
-from recbole_mm.errors import RecBoleMMError
+from recbole_mm.errors import RunError
 from recbole_mm.results.claims import claim, clean_scratch, holder, release, scratch_dir
 from recbole_mm.results.protocols import ROOT, Protocol, prepared_data_path
-from recbole_mm.results.tables import Row, Table
+from recbole_mm.results.tables import Row, Table, slug
 
 # settings that say where things are, not what is run: left out of the run specification
 LOCATION_KEYS = ("data_path", "checkpoint_dir", "pretrained_path")
-
-
-class RunError(RecBoleMMError):
-    """A run of a table failed; the message names the table, row, seed and the log's last lines."""
-
-
-def slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def record_path(runs_dir: str, protocol: str, table: str, label: str, seed: int) -> str:

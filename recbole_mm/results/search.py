@@ -67,7 +67,7 @@ def search_spec(plan, row: Row) -> Dict:
 
 
 def search_path(plan, row: Row) -> str:
-    from recbole_mm.results.runner import slug
+    from recbole_mm.results.tables import slug
 
     return os.path.join(plan.runs_dir, plan.protocol.name, plan.table.name, "search", f"{slug(row.label)}.json")
 
@@ -84,7 +84,8 @@ def read_search(plan, row: Row) -> Optional[Dict]:
 
 def run_search(plan, row: Row, pretrained: Optional[str], address: Optional[str] = None, log=print) -> Dict:
     """Run ``row``'s search with the sweep tool and write its record; the record."""
-    from recbole_mm.results.runner import RunError, slug
+    from recbole_mm.errors import RunError
+    from recbole_mm.results.tables import slug
     from recbole_mm.tuning.sweep import SweepOptions, run_sweep
 
     options = search_options(plan.protocol)

@@ -14,6 +14,7 @@ protocol's (``results/protocols/<protocol>.yaml``) and the table's settings; kee
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -24,6 +25,11 @@ from recbole_mm.errors import ConfigError
 STAGES = ("train", "pretrain", "finetune")
 _MODEL_PROPERTIES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model")
 PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "props")
+
+
+def slug(label: str) -> str:
+    """A row label as a file-name stem (records, searches): lower case, runs of other characters as one ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 @dataclass(frozen=True)

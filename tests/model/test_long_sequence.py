@@ -408,7 +408,9 @@ def test_pessimistic_ranks_by_hand():
 
 
 def test_a_constant_model_ranks_its_positive_last(data_root):
-    config, _, _, _, test, net = build(data_root, "ETA", write=False, metrics=["Hit", "MRR"], topk=[1, 21])
+    config, _, _, _, test, net = build(
+        data_root, "ETA", write=False, metrics=["Hit", "MRR"], topk=[1, 21], valid_metric="MRR@21"
+    )
     with torch.no_grad():
         net.head[2].weight.zero_()  # every candidate scores the head's bias: all tied
     trainer = get_trainer(config["MODEL_TYPE"], "ETA")(config, net)

@@ -294,7 +294,8 @@ def test_short_ml100k_run_beats_untrained(ml100k_root, tmp_path):
 
     # 300 users with 5 rows each: the in-batch softmax with logQ correction needs more steps than a full softmax
     widths = {"embedding_dim": 32, "fusion_heads": 2}
-    widths.update(epochs=5, learning_rate=1e-3)
+    # every prefix a row (each user's 5 rows), as the run was sized: with the default windows an epoch is 300 rows
+    widths.update(epochs=5, learning_rate=1e-3, train_rows="prefixes")
     untrained, trained = short_ml100k_run("PMMRec", ml100k_root, tmp_path, 300, 5, **widths)
     assert trained > untrained + 0.01
 

@@ -114,7 +114,8 @@ def test_converted_mmrec_layout_loads_with_its_split_and_aligned_features(tmp_pa
     config = Config(
         model="MMSSL",
         dataset="baby",
-        config_dict={"data_path": str(tmp_path / "out"), "checkpoint_dir": str(tmp_path / "saved"), "topk": [1]},
+        config_dict={"data_path": str(tmp_path / "out"), "checkpoint_dir": str(tmp_path / "saved"), "topk": [1],
+                     "valid_metric": "Recall@1"},
     )
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
