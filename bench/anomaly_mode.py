@@ -17,7 +17,8 @@ import argparse
 import itertools
 
 import torch
-from ml100k_steps import mean_ms, ml100k_mm_model, train_step
+from ml100k_steps import ml100k_mm_model, train_step
+from timing import mean_ms
 
 
 def ms_per_step(model, optimizer, batches, device, anomaly: bool) -> float:

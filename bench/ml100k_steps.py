@@ -1,8 +1,5 @@
 """Shared by the step benchmarks (``anomaly_mode.py``, ``step_overhead.py``, ``missrec.py``): a model on the real
-ml-100k_mm under the results protocol, one training step, and a timer that waits for the GPU."""
-
-import time
-from typing import Callable
+ml-100k_mm under the results protocol, one training step."""
 
 import torch
 
@@ -37,18 +34,3 @@ def train_step(model, optimizer, batch) -> None:
     optimizer.zero_grad()
     model.calculate_loss(batch).backward()
     optimizer.step()
-
-
-def mean_ms(fn: Callable[[], object], device: torch.device, reps: int = 1, warmup: int = 0) -> float:
-    """Mean milliseconds of ``fn`` over ``reps`` calls after ``warmup`` untimed ones; on CUDA the GPU is waited
-    for before and after the timed calls."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000 / reps

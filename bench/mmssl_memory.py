@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from timing import logged
 
 SIZES = {  # users, items, interactions (the MMSSL README's counts)
     "baby": (19445, 7050, 139110),
@@ -69,23 +70,11 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def timed(log, name, function):
-    """``function`` wrapped to append ``(name, wall s, CPU s)`` to ``log`` at each call."""
-
-    def wrapper(*args, **kwargs):
-        start, cpu = time.perf_counter(), time.process_time()
-        result = function(*args, **kwargs)
-        log.append((name, time.perf_counter() - start, time.process_time() - cpu))
-        return result
-
-    return wrapper
-
-
 def whole_epochs(args, model, trainer, train, valid, test) -> None:
     """Train ``args.epochs`` whole epochs with validation after each, test the best epoch; print measured figures."""
     log = []
-    trainer._train_epoch = timed(log, "train", trainer._train_epoch)
-    trainer._valid_epoch = timed(log, "valid", trainer._valid_epoch)
+    trainer._train_epoch = logged(log, "train", trainer._train_epoch)
+    trainer._valid_epoch = logged(log, "valid", trainer._valid_epoch)
     before = rss("VmRSS")
     reset_peak()
     start, cpu = time.perf_counter(), time.process_time()

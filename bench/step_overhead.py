@@ -16,7 +16,8 @@ import itertools
 import time
 
 import torch
-from ml100k_steps import mean_ms, ml100k_mm_model, train_step
+from ml100k_steps import ml100k_mm_model, train_step
+from timing import mean_ms
 
 from recbole_mm.runtime import compile_training_loss
 
