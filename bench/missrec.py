@@ -145,6 +145,8 @@ def bench_finetune_epoch(args):
     print(f"   {'setting':<34}{'train (+discovery)':>20}{'validation':>12}{'epoch':>10}{'vs target':>11}  peak memory")
     epoch = [0]
     variants = {k: v for k, v in VARIANTS.items() if device.type == "cuda" or k in CPU_VARIANTS}
+    if args.no_compile:
+        variants = {k: v for k, v in variants.items() if v[3] is None}
     for label, (on_device, tf32, amp, compile_mode, trainer_class) in variants.items():
         config["allow_tf32"], config["enable_amp"], config["enable_scaler"] = tf32, amp, amp
         vars(model).pop("calculate_loss", None)  # the eager loss again
@@ -275,6 +277,7 @@ def main():
         default="A,B,C",
         help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)",
     )
+    parser.add_argument("--no-compile", action="store_true", help="B: leave out the compiled settings")
     parser.add_argument("--breakdown", action="store_true", help="B: time the parts of an epoch, profile 100 steps")
     parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")
     args = parser.parse_args()

@@ -9,7 +9,7 @@ from recbole_mm.registry import get_model
 from recbole_mm.runtime import gpu_id_for
 
 
-def ml100k_mm_model(model_name: str, device: str, **settings):
+def ml100k_mm_model(model_name: str, device: str, data_path: str = "dataset/", **settings):
     """``(model, train_data, torch device)``: ``model_name`` built on ml-100k_mm (``results/ml-100k_mm.yaml``,
     ``settings`` over it; the dataset is built on first use), weights drawn after ``torch.manual_seed(2020)``.
 
@@ -20,7 +20,7 @@ def ml100k_mm_model(model_name: str, device: str, **settings):
         model=model_name,
         dataset="ml-100k_mm",
         config_file_list=["results/ml-100k_mm.yaml"],
-        config_dict={"gpu_id": gpu_id_for(device), "data_path": "dataset/", "show_progress": False, **settings},
+        config_dict={"gpu_id": gpu_id_for(device), "data_path": data_path, "show_progress": False, **settings},
     )
     ensure_dataset(config)
     train_data, _, _ = data_preparation(config, create_dataset(config))

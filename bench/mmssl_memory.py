@@ -110,6 +110,7 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), default="baby")
     parser.add_argument("--batches", type=int, default=3, help="training batches timed (the epoch is extrapolated)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply users, items and interactions")
     parser.add_argument(
         "--after-regeneration",
         action="store_true",
@@ -129,7 +130,7 @@ def main():
     from recbole_mm.registry import get_model
     from recbole_mm.trainer import MMSSLTrainer
 
-    users, items, interactions = SIZES[args.size]
+    users, items, interactions = (max(int(n * args.scale), 8) for n in SIZES[args.size])
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "source")
         os.makedirs(source)
