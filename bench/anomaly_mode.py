@@ -17,7 +17,8 @@ import argparse
 import itertools
 
 import torch
-from ml100k_steps import mean_ms, ml100k_mm_model, train_step
+from ml100k_steps import ml100k_mm_model, train_step
+from timing import mean_ms
 
 
 def ms_per_step(model, optimizer, batches, device, anomaly: bool) -> float:
@@ -35,11 +36,12 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
     parser.add_argument("--rounds", type=int, default=2, help="off/on block pairs per model")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--data-path", default="dataset/", help="parent folder of ml-100k_mm (built on first use)")
     args = parser.parse_args()
 
     rows = []
     for name in args.models:
-        model, train_data, device = ml100k_mm_model(name, args.device)
+        model, train_data, device = ml100k_mm_model(name, args.device, args.data_path)
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         batches = [b.to(device) for b in itertools.islice(train_data, args.steps)]

@@ -12,7 +12,7 @@ import argparse
 import math
 
 import torch
-from ml100k_steps import mean_ms
+from timing import once
 
 from recbole_mm.clustering import dpc_knn, kmeans, kmeans_reference
 
@@ -26,14 +26,6 @@ def blobs(n_points: int, device: torch.device) -> torch.Tensor:
     members = torch.randint(len(centres), (n_points,), generator=gen)
     points = centres[members] + torch.randn(n_points, DIM, generator=gen)
     return points.to(device)
-
-
-def timed(fn, device, warmup):
-    """``(fn's result, seconds)`` of one call after ``warmup`` untimed ones, timed by :func:`ml100k_steps.mean_ms`
-    (which waits for the GPU)."""
-    results = []
-    milliseconds = mean_ms(lambda: results.append(fn()), device, warmup=warmup)
-    return results[-1], milliseconds / 1000
 
 
 def main():
@@ -54,11 +46,15 @@ def main():
         # one untimed call first: every peer on CUDA (Triton autotuning of the fused k-means kernel, allocator),
         # DPC-KNN alone on the CPU (its allocator)
         warm = {name: int(device.type == "cuda" or name == "dpc_knn") for name in peers}
-        results = {name: timed(fn, device, warm[name]) for name, fn in peers.items()}
-        lloyd = results["kmeans (20 Lloyd iterations)"][0].inertia
+        results = {}
+        for name, fn in peers.items():
+            if warm[name]:
+                fn()
+            results[name] = once(fn, device)
+        lloyd = results["kmeans (20 Lloyd iterations)"][1].inertia
         print(f"\nT = {n_tokens:,} tokens x {DIM}, K = {k:,}, DPC-KNN neighbours {local:,}")
         print(f"   {'method':<30}{'seconds':>10}{'inertia / Lloyd':>18}")
-        for name, (result, seconds) in results.items():
+        for name, (seconds, result) in results.items():
             print(f"   {name:<30}{seconds:>10.2f}{result.inertia / lloyd:>18.3f}")
 
 

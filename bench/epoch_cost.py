@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recbole_mm.config import Config  # noqa: E402
+from recbole_mm.config import Config, settings_file  # noqa: E402
 from recbole_mm.data.utils import create_dataset, data_preparation  # noqa: E402
 from recbole_mm.registry import get_model, get_trainer  # noqa: E402
 from recbole_mm.results.protocols import ROOT, load_protocol  # noqa: E402
@@ -47,7 +47,7 @@ def epoch_cost(name: str, data_path: str, work_dir: str, profile: bool = False) 
     config = Config(
         model=row.model,
         dataset=spec["dataset"],
-        config_file_list=[os.path.join(ROOT, f) for f in row.config_files] or None,
+        config_file_list=[settings_file(f) for f in row.config_files] or None,
         config_dict=settings,
     )
     train_data, _, _ = data_preparation(config, create_dataset(config))

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from timing import sync
 
 from recbole_mm.clustering import assign, fused_assign, kmeans, kmeans_reference
 from recbole_mm.clustering.assign import matmul_precision, padded_operands
@@ -62,11 +63,6 @@ class Unavailable(Exception):
 def progress(message):
     """A timestamped line on stderr (a slow or stuck peer shows where the time goes)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def plain_lloyd(x, init, n_iter, dtype, chunk=32768):
@@ -282,9 +278,8 @@ def run_regime(name, spec, device, reps, scale):
             f"{peer:<32}{elapsed * 1000:>10.1f}ms{elapsed / ours_time:>8.2f}x{inertia / base:>22.5f}  {note or label}"
         )
     print(f"{'floor (GEMMs alone)':<32}{floor * 1000:>10.1f}ms{floor / ours_time:>8.2f}x")
-    if fused_assign._kernel.cache_info().currsize:  # the fused kernel ran: which autotuned tiles it uses
-        for key, config in fused_assign._kernel().cache.items():
-            print(f"fused kernel config for (d, k, ...) = {key}: {config}")
+    for key, config in fused_assign.autotuned_configs().items():  # the fused kernel ran: the tiles it uses
+        print(f"fused kernel config for (d, k, ...) = {key}: {config}")
 
 
 def main():

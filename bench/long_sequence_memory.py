@@ -105,7 +105,7 @@ def main():
         seconds = time.perf_counter() - start
         peak = rss("VmHWM") - before
         rows = sum(len(p) for p in parts)
-        held = tensor_bytes(ds._flat) + tensor_bytes(ds.inter_feat) + ds.dummy_query.numel() * 8
+        held = tensor_bytes(ds.interactions) + tensor_bytes(ds.inter_feat) + ds.dummy_query.numel() * 8
         batch = parts[0][np.arange(min(256, len(parts[0])))]
         batch_bytes = tensor_bytes(batch)
         per_row = args.max_len * (8 + 4 + 8 * Q)  # item_id_list, timestamp_list (float32), query_list

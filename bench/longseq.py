@@ -33,9 +33,9 @@ the checkpoint's weights), and reports the metric loss and the overlap of the re
 import argparse
 import json
 import os
-import time
 
 import torch
+from timing import once
 
 
 def ensure_long_dataset(data_path: str, max_len: int) -> str:
@@ -97,12 +97,6 @@ def build(args, name, model, **extra):
     return config, train, valid, get_model(model)(config, train.dataset)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
 def adam_step(trainer, net, batch):
     """One training step: the model's loss (the sum of its parts), backward, Adam."""
     trainer.optimizer.zero_grad()
@@ -138,7 +132,7 @@ def measure(args, name, model):
     for step in range(args.train_steps + 2):
         batch = next(batches)
 
-        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
+        elapsed, _ = once(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
         if step >= 2:
             rows, seconds = rows + len(batch), seconds + elapsed
     train_rate = rows / seconds
@@ -153,15 +147,15 @@ def measure(args, name, model):
     with torch.no_grad():
         net.batch_candidates = True
         net.predict(eval_batches[0])  # warm-up
-        batched_s, batched = timed(lambda: [net.predict(b) for b in eval_batches])
+        batched_s, batched = once(lambda: [net.predict(b) for b in eval_batches])
         net.batch_candidates = False
-        single_s, single = timed(lambda: [net.predict(b) for b in eval_batches])
+        single_s, single = once(lambda: [net.predict(b) for b in eval_batches])
         net.batch_candidates = True
     diff = max(float((a - b).abs().max()) for a, b in zip(batched, single))
     floor_s, shares = essential_seconds(net, eval_batches[0])
     users = sum(len(b) for b in eval_batches) // 100
     # the whole uni100 validation pass through RecBole's trainer and evaluator (batched)
-    pass_s, result = timed(lambda: trainer.evaluate(valid, load_best_model=False))
+    pass_s, result = once(lambda: trainer.evaluate(valid, load_best_model=False))
     return {
         "model": model,
         "train_rows_per_s": train_rate,
@@ -231,9 +225,9 @@ def throughput_one(model: str, length: int, data_path: str, steps: int, historie
     histories, step_s, load_s = 0, 0.0, 0.0
     negatives = settings["train_neg_sample_args"]["sample_num"] if settings.get("train_neg_sample_args") else 1
     for step in range(steps + 2):
-        load, batch = timed(lambda: next(batches))
+        load, batch = once(lambda: next(batches))
 
-        elapsed, _ = timed(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
+        elapsed, _ = once(lambda: adam_step(trainer, net, batch))  # noqa: B023 (called at once)
         if step >= 2:
             histories, step_s, load_s = histories + len(batch) // negatives, step_s + elapsed, load_s + load
     return {
@@ -309,11 +303,11 @@ def pq_loss(paths):
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         model.gsu_mode = "exact"
         init_seed(config["seed"], True)  # the same 99 negatives per user in both evaluations
-        exact_s, exact = timed(lambda: trainer.evaluate(test, load_best_model=False))
+        exact_s, exact = once(lambda: trainer.evaluate(test, load_best_model=False))
         model.gsu_mode, model.pq_index = "pq", None
-        build_s, _ = timed(model.build_pq_index)
+        build_s, _ = once(model.build_pq_index)
         init_seed(config["seed"], True)
-        pq_s, pq = timed(lambda: trainer.evaluate(test, load_best_model=False))
+        pq_s, pq = once(lambda: trainer.evaluate(test, load_best_model=False))
         batch = next(iter(test))[0]
         with torch.no_grad():
             first, group, position = model.candidate_groups(batch)

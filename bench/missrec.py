@@ -23,13 +23,13 @@ Usage: python bench/missrec.py --device cuda                   # full size (a GP
 
 import argparse
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
 from ml100k_steps import train_step
 from recbole.trainer import Trainer
+from timing import median_seconds
 from tqdm import tqdm
 
 from recbole_mm.config import Config
@@ -80,20 +80,6 @@ def build(args, name, **extra):
     return config, model, train_data, valid_data
 
 
-def timed(fn, device, reps=1, warmup=True):
-    """Median seconds of ``reps`` runs (after one warm-up run unless ``warmup`` is False)."""
-    times = []
-    for _ in range(reps + int(warmup)):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[int(warmup) :])
-
-
 def peak_memory(device):
     if device.type != "cuda":
         return "n/a (CPU)"
@@ -111,7 +97,7 @@ def bench_discovery(args):
     device = config["device"]
     for faithful in (True, False):
         model.kmeans_faithful = faithful  # the key MISSRec reads in discover_interests
-        seconds = timed(lambda: model.discover_interests(0), device, reps=args.reps)
+        seconds = median_seconds(lambda: model.discover_interests(0), device, reps=args.reps, warmup=1)
         rows["one pass (kmeans_faithful: True)" if faithful else "20 Lloyd its (kmeans_faithful: False)"] = seconds
         tokens, k = (model.n_items - 1) * len(model.modalities), model.n_interests
     base = rows["20 Lloyd its (kmeans_faithful: False)"]
@@ -159,6 +145,8 @@ def bench_finetune_epoch(args):
     print(f"   {'setting':<34}{'train (+discovery)':>20}{'validation':>12}{'epoch':>10}{'vs target':>11}  peak memory")
     epoch = [0]
     variants = {k: v for k, v in VARIANTS.items() if device.type == "cuda" or k in CPU_VARIANTS}
+    if args.no_compile:
+        variants = {k: v for k, v in variants.items() if v[3] is None}
     for label, (on_device, tf32, amp, compile_mode, trainer_class) in variants.items():
         config["allow_tf32"], config["enable_amp"], config["enable_scaler"] = tf32, amp, amp
         vars(model).pop("calculate_loss", None)  # the eager loss again
@@ -176,9 +164,9 @@ def bench_finetune_epoch(args):
         first = label == next(iter(VARIANTS))  # later settings run on a warm model (kernels built, memory pooled)
         try:
             if compile_mode:
-                compiling_s = timed(train, device, warmup=False)
-            train_s = timed(train, device, reps=args.reps, warmup=first)
-            valid_s = timed(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps, warmup=first)
+                compiling_s = median_seconds(train, device)
+            train_s = median_seconds(train, device, reps=args.reps, warmup=int(first))
+            valid_s = median_seconds(lambda: trainer._valid_epoch(valid_data), device, reps=args.reps, warmup=int(first))
         except Exception as error:  # one failing setting (a compiler error) leaves the other rows measured
             first_line = (str(error).strip().splitlines() or [""])[0][:120]
             print(f"   {label:<34} failed: {type(error).__name__}: {first_line}")
@@ -206,7 +194,7 @@ def bench_finetune_epoch(args):
 def epoch_breakdown(model, train_data, device, steps=100):
     """Where a training epoch goes: interest discovery, the dataloader alone, and ``steps`` forward/backward/Adam
     steps on batches already on the device; plus the profiler's top operators over those steps."""
-    discovery = timed(lambda: model.discover_interests(0), device)
+    discovery = median_seconds(lambda: model.discover_interests(0), device, warmup=1)
     start = time.perf_counter()
     batches = []
     for batch in train_data:
@@ -220,7 +208,7 @@ def epoch_breakdown(model, train_data, device, steps=100):
             train_step(model, optimizer, batch)
 
     model.train()
-    per_step = timed(step_all, device) / len(batches)
+    per_step = median_seconds(step_all, device, warmup=1) / len(batches)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -253,7 +241,7 @@ def enlarge_catalogue(model, n_items, generator):
         model.fusion_factor = torch.nn.Parameter(torch.zeros(n_items, device=device))
     for modality in model.modalities:
         lookup = torch.randint(1, model.n_interests + 1, (n_items,), generator=generator, device=device)
-        setattr(model, model._lookup_name(modality), lookup)
+        setattr(model, model.lookup_name(modality), lookup)
 
 
 def bench_million_items(args, model, valid_data):
@@ -271,7 +259,7 @@ def bench_million_items(args, model, valid_data):
         with torch.no_grad():
             torch.topk(model.full_sort_predict(batch), 50, dim=1)
 
-    seconds = timed(score, device, reps=args.reps)
+    seconds = median_seconds(score, device, reps=args.reps, warmup=1)
     print(
         f"\nC. full-sort at {n_items:,} items (catalogue enlarged in place with random features, ID embeddings): "
         f"one batch of {len(batch):,} users, chunks of {model.item_chunk_size:,} items ({device})"
@@ -289,6 +277,7 @@ def main():
         default="A,B,C",
         help="A (interest discovery), B (fine-tuning epoch), C (full sort at 1M items, after B)",
     )
+    parser.add_argument("--no-compile", action="store_true", help="B: leave out the compiled settings")
     parser.add_argument("--breakdown", action="store_true", help="B: time the parts of an epoch, profile 100 steps")
     parser.add_argument("--data", default="dataset/_bench", help="folder for the synthetic datasets (git-ignored)")
     args = parser.parse_args()

@@ -1,8 +1,5 @@
 """Shared by the step benchmarks (``anomaly_mode.py``, ``step_overhead.py``, ``missrec.py``): a model on the real
-ml-100k_mm under the results protocol, one training step, and a timer that waits for the GPU."""
-
-import time
-from typing import Callable
+ml-100k_mm under the results protocol, one training step."""
 
 import torch
 
@@ -12,7 +9,7 @@ from recbole_mm.registry import get_model
 from recbole_mm.runtime import gpu_id_for
 
 
-def ml100k_mm_model(model_name: str, device: str, **settings):
+def ml100k_mm_model(model_name: str, device: str, data_path: str = "dataset/", **settings):
     """``(model, train_data, torch device)``: ``model_name`` built on ml-100k_mm (``results/ml-100k_mm.yaml``,
     ``settings`` over it; the dataset is built on first use), weights drawn after ``torch.manual_seed(2020)``.
 
@@ -23,7 +20,7 @@ def ml100k_mm_model(model_name: str, device: str, **settings):
         model=model_name,
         dataset="ml-100k_mm",
         config_file_list=["results/ml-100k_mm.yaml"],
-        config_dict={"gpu_id": gpu_id_for(device), "data_path": "dataset/", "show_progress": False, **settings},
+        config_dict={"gpu_id": gpu_id_for(device), "data_path": data_path, "show_progress": False, **settings},
     )
     ensure_dataset(config)
     train_data, _, _ = data_preparation(config, create_dataset(config))
@@ -37,18 +34,3 @@ def train_step(model, optimizer, batch) -> None:
     optimizer.zero_grad()
     model.calculate_loss(batch).backward()
     optimizer.step()
-
-
-def mean_ms(fn: Callable[[], object], device: torch.device, reps: int = 1, warmup: int = 0) -> float:
-    """Mean milliseconds of ``fn`` over ``reps`` calls after ``warmup`` untimed ones; on CUDA the GPU is waited
-    for before and after the timed calls."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000 / reps

@@ -17,13 +17,12 @@ on one thread:
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
+from timing import median_seconds  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,18 +42,6 @@ def write_catalogue(directory: str, n_items: int, dim: int, length: int) -> None
     for suffix in ("feat1CLS", "feat3CLS"):
         features = rng.standard_normal((n_items, dim)).astype(np.float32)
         write_feature_file(os.path.join(directory, "syn", f"syn.{suffix}"), features, "random")
-
-
-def timed(fn, reps: int) -> float:
-    """Median CPU time of the process over ``reps`` calls after a warm-up (one thread: the compute time, which a
-    busy shared machine does not inflate as it inflates wall time)."""
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> int:
@@ -110,18 +97,18 @@ def main(argv=None) -> int:
             model.zero_grad()
             model.calculate_loss(batch).backward()
 
-        t_tower, t_user, t_step = (timed(fn, args.reps) for fn in (tower, user, step))
+        t_tower, t_user, t_step = (median_seconds(fn, reps=args.reps, warmup=1, clock="cpu") for fn in (tower, user, step))
         model.eval()
         eval_batch = next(iter(valid_data))[0]
         with torch.no_grad():
 
             def fresh_tower():
-                model._tower_cache = None
+                model.forget_item_tower()
                 model.all_items()
 
-            t_fresh = timed(fresh_tower, args.reps)
+            t_fresh = median_seconds(fresh_tower, reps=args.reps, warmup=1, clock="cpu")
             model.all_items()
-            t_eval = timed(lambda: model.full_sort_predict(eval_batch), args.reps)
+            t_eval = median_seconds(lambda: model.full_sort_predict(eval_batch), reps=args.reps, warmup=1, clock="cpu")
         n = model.n_items - 1
         print(
             f"MMSRec item tower, {n:,} items, width {args.width}, {config['fusion_layers']} layers, batch "

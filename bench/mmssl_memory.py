@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from timing import logged
 
 SIZES = {  # users, items, interactions (the MMSSL README's counts)
     "baby": (19445, 7050, 139110),
@@ -69,23 +70,11 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def timed(log, name, function):
-    """``function`` wrapped to append ``(name, wall s, CPU s)`` to ``log`` at each call."""
-
-    def wrapper(*args, **kwargs):
-        start, cpu = time.perf_counter(), time.process_time()
-        result = function(*args, **kwargs)
-        log.append((name, time.perf_counter() - start, time.process_time() - cpu))
-        return result
-
-    return wrapper
-
-
 def whole_epochs(args, model, trainer, train, valid, test) -> None:
     """Train ``args.epochs`` whole epochs with validation after each, test the best epoch; print measured figures."""
     log = []
-    trainer._train_epoch = timed(log, "train", trainer._train_epoch)
-    trainer._valid_epoch = timed(log, "valid", trainer._valid_epoch)
+    trainer._train_epoch = logged(log, "train", trainer._train_epoch)
+    trainer._valid_epoch = logged(log, "valid", trainer._valid_epoch)
     before = rss("VmRSS")
     reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
@@ -121,6 +110,7 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), default="baby")
     parser.add_argument("--batches", type=int, default=3, help="training batches timed (the epoch is extrapolated)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply users, items and interactions")
     parser.add_argument(
         "--after-regeneration",
         action="store_true",
@@ -140,7 +130,7 @@ def main():
     from recbole_mm.registry import get_model
     from recbole_mm.trainer import MMSSLTrainer
 
-    users, items, interactions = SIZES[args.size]
+    users, items, interactions = (max(int(n * args.scale), 8) for n in SIZES[args.size])
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "source")
         os.makedirs(source)

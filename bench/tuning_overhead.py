@@ -24,6 +24,7 @@ from recbole_mm.prepare.ml100k_mm import recbole_ml100k_dir
 from recbole_mm.quick_start import objective_function
 from recbole_mm.tuning import SweepOptions, run_sweep
 
+WAYS = ["serial", "hyperopt", "ray"]  # serial: the baseline, always run
 RATES = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]
 
 
@@ -73,16 +74,20 @@ def main():
     parser.add_argument("--trials", type=int, default=4, help=f"trials (learning rates, at most {len(RATES)})")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use (ray x2 runs this many trials at once)")
+    parser.add_argument("--ways", nargs="+", default=WAYS, choices=WAYS, help="the ways of running the trials")
     args = parser.parse_args()
     rates = RATES[: args.trials]
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as work:
         rows = [("serial", run_serial(rates, args.epochs, work), None)]
-        wall, inner = run_tool(rates, args.epochs, work, "hyperopt", tool="hyperopt")
-        rows.append(("hyperopt", wall, inner))
-        import ray
-
+        if "hyperopt" in args.ways:
+            wall, inner = run_tool(rates, args.epochs, work, "hyperopt", tool="hyperopt")
+            rows.append(("hyperopt", wall, inner))
         for name, concurrent in (("ray x1", 1), ("ray x2", 0)):
+            if "ray" not in args.ways:
+                continue
+            import ray
+
             start = time.perf_counter()
             ray.init(
                 num_cpus=args.cpus,

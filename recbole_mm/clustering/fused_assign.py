@@ -87,6 +87,14 @@ def _kernel():
     )(nearest_kernel)
 
 
+def autotuned_configs() -> dict:
+    """The tile configuration the autotuner chose per key ``(d, k, WANT_SUMS, ...)``; empty while the fused kernel
+    has not run in this process."""
+    if not _kernel.cache_info().currsize:
+        return {}
+    return dict(_kernel().cache)
+
+
 def fused_nearest(
     x: torch.Tensor,
     centroids: torch.Tensor,

@@ -273,6 +273,12 @@ class LongSequenceDataset(MultiModalSequentialDataset):
         self._list_fields = [(f, getattr(self, f"{f}_list_field")) for f in flat.interaction if f != self.uid_field]
         self.inter_feat = Interaction(rows)
 
+    @property
+    def interactions(self):
+        """The time-sorted table of all interactions the histories are gathered from (an ``Interaction``); None
+        before ``data_augmentation`` and for pre-split files, whose rows hold their histories."""
+        return self._flat
+
     def build(self):
         datasets = super().build()
         if self.train_rows_per_user is not None and datasets:

@@ -168,7 +168,7 @@ def preset_value(row: Row, key: str):
     """``key`` from the last of ``row``'s preset files that sets it (None if none does)."""
     value = None
     for name in row.config_files:
-        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        with open(settings_file(name), encoding="utf-8") as f:
             value = (yaml.safe_load(f) or {}).get(key, value)
     return value
 

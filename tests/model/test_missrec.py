@@ -824,5 +824,5 @@ def test_kmeans_backend_reaches_the_lloyd_clustering(tmp_path):
     pytest.importorskip("faiss")
     _, model, *_ = build(tmp_path, kmeans_faithful=False, kmeans_backend="faiss")
     model.on_epoch_start(0)
-    ids = torch.cat([getattr(model, model._lookup_name(m))[1:] for m in model.modalities])
+    ids = torch.cat([getattr(model, model.lookup_name(m))[1:] for m in model.modalities])
     assert ids.min() >= 1 and len(ids.unique()) > 1  # every real token got an interest, several in use

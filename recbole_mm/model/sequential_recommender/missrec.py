@@ -167,7 +167,7 @@ class MISSRec(MultiModalSequentialRecommender):
         self.knn_local_size = max(math.ceil(self.knn_local_ratio * n_tokens), 1)  # DPC-KNN neighbours
         self.register_buffer("interest_embeddings", torch.zeros(self.n_interests + 1, self.hidden_size))
         for modality in self.modalities:
-            self.register_buffer(self._lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
+            self.register_buffer(self.lookup_name(modality), torch.zeros(self.n_items, dtype=torch.long))
         self.register_buffer("interest_epoch", torch.tensor(-1))  # epoch of the last discovery, -1: never
         self._clustered = False  # mirrors interest_epoch >= 0 without reading the buffer back every step
         self.interest_width = None  # training width, set by every discovery (see _interests_changed)
@@ -209,7 +209,8 @@ class MISSRec(MultiModalSequentialRecommender):
         return list(self.modalities)
 
     @staticmethod
-    def _lookup_name(modality):
+    def lookup_name(modality):
+        """Name of the ``[n_items]`` buffer mapping each item's ``modality`` token to its interest id."""
         return f"{PREFIX[modality][1]}_interest_lookup_table"
 
     def adaptor(self, modality):
@@ -235,7 +236,7 @@ class MISSRec(MultiModalSequentialRecommender):
         widths over a run. Setting ``interest_width`` to None pads to the batch's widest set instead, as the
         reference does (a host sync per step); evaluation always does."""
         self._clustered = int(self.interest_epoch) >= 0
-        tables = torch.cat([getattr(self, self._lookup_name(m)) for m in self.modalities])
+        tables = torch.cat([getattr(self, self.lookup_name(m)) for m in self.modalities])
         in_use = int(tables.unique().numel())
         most = len(self.modalities) * self.longest_history + int(self.longest_history < self.max_seq_length)
         self.interest_width = min(most, 1 << (in_use - 1).bit_length())
@@ -276,8 +277,8 @@ class MISSRec(MultiModalSequentialRecommender):
             self.interest_embeddings[1:] = result.centroids.to(self.interest_embeddings)
             labels = result.labels.to(self.interest_embeddings.device).view(len(self.modalities), -1) + 1
             for modality, ids in zip(self.modalities, labels):
-                getattr(self, self._lookup_name(modality))[1:] = ids
-        names = ["interest_embeddings"] + [self._lookup_name(m) for m in self.modalities]
+                getattr(self, self.lookup_name(modality))[1:] = ids
+        names = ["interest_embeddings"] + [self.lookup_name(m) for m in self.modalities]
         broadcast_from_rank0(getattr(self, name) for name in names)
         self.interest_epoch.fill_(epoch)
         self._interests_changed()
@@ -294,7 +295,7 @@ class MISSRec(MultiModalSequentialRecommender):
         Returns:
             ``[B, Nq]`` long; ``Nq`` is ``width``, or the largest number of distinct ids in the batch.
         """
-        ids = torch.cat([getattr(self, self._lookup_name(m))[item_seq] for m in self.modalities], dim=1)
+        ids = torch.cat([getattr(self, self.lookup_name(m))[item_seq] for m in self.modalities], dim=1)
         ids, _ = ids.sort(dim=1)
         repeat = torch.zeros_like(ids, dtype=torch.bool)
         repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]

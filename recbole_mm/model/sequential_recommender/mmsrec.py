@@ -223,12 +223,16 @@ class MMSRec(MultiModalSequentialRecommender):
         seen[0] = False
         return seen
 
+    def forget_item_tower(self) -> None:
+        """Drop the item tower cached for evaluation: the next :meth:`all_items` recomputes it."""
+        self._tower_cache = None
+
     def train(self, mode=True):
-        self._tower_cache = None  # parameters may change in training mode; an evaluation recomputes the tower
+        self.forget_item_tower()  # parameters may change in training mode; an evaluation recomputes the tower
         return super().train(mode)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._tower_cache = None
+        self.forget_item_tower()
         super()._load_from_state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ encoder
