@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 
+import cli_helpers
 import pytest
 import torch
 
@@ -146,15 +147,8 @@ def test_docs_table_is_generated_from_these_cases():
 
 
 def run_main(monkeypatch, tmp_path, capsys, *args):
-    """``run_recbole_mm.main`` in this process, as ``python run_recbole_mm.py ARGS`` in ``tmp_path``."""
-    sys.path.insert(0, ROOT)
-    try:
-        import run_recbole_mm
-    finally:
-        sys.path.remove(ROOT)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["run_recbole_mm.py", *args])
-    return run_recbole_mm.main(), capsys.readouterr().err
+    """``python run_recbole_mm.py ARGS`` in ``tmp_path``, in this process: its exit status and standard error."""
+    return cli_helpers.run_main(monkeypatch, tmp_path, *args), capsys.readouterr().err
 
 
 def copy_dataset(source_root, target_root, copy=(), skip=()):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import cli_helpers
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,17 +23,8 @@ def run_cli(*args, cwd):
 
 
 def run_main(monkeypatch, tmp_path, capsys, *args):
-    """``run_recbole_mm.main`` in this process, as ``python run_recbole_mm.py ARGS`` run in ``tmp_path`` would; an
-    exception other than the clear exit fails the test with its traceback."""
-    sys.path.insert(0, ROOT)
-    try:
-        import run_recbole_mm
-    finally:
-        sys.path.remove(ROOT)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["run_recbole_mm.py", *args])
-    code = run_recbole_mm.main()
-    return code, capsys.readouterr().err
+    """``python run_recbole_mm.py ARGS`` in ``tmp_path``, in this process: its exit status and standard error."""
+    return cli_helpers.run_main(monkeypatch, tmp_path, *args), capsys.readouterr().err
 
 
 def test_missing_dataset_exits_with_one_clear_message(monkeypatch, tmp_path, capsys):

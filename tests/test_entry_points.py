@@ -5,24 +5,16 @@ settings and seed give the same test figures through each of them."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import ROOT, run_fresh
 
-import recbole_mm
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(recbole_mm.__file__)))  # the package under test
 TINY = {"n_layers": 1, "hidden_size": 16, "inner_size": 16, "epochs": 1, "show_progress": False}
 
 
 def fresh(code: str, cwd) -> str:
     """Run ``code`` in a fresh interpreter (the package on its path as this test's); its last stdout line."""
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
+    return run_fresh(["-c", code], cwd).stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +22,11 @@ def cli_run(ml100k_slice, tmp_path_factory):
     """``python run_recbole_mm.py`` on the slice: ``(its test figures, the checkpoint, the working folder)``."""
     work = tmp_path_factory.mktemp("cli")
     settings = [f"--{key}={value}" for key, value in TINY.items()]
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_recbole_mm.py"), "--model=SASRec", "--dataset=ml-100k_mm"]
+    done = run_fresh(
+        [os.path.join(ROOT, "run_recbole_mm.py"), "--model=SASRec", "--dataset=ml-100k_mm"]
         + [f"--data_path={ml100k_slice}", f"--checkpoint_dir={work / 'saved'}", *settings],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+        work,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     test_line = next(line for line in done.stdout.splitlines() if line.strip().startswith("test "))
     words = test_line.split()[1:]
     figures = {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
@@ -106,16 +93,11 @@ def test_run_hyper_sweeps_in_a_fresh_interpreter(cli_run, ml100k_slice):
     _, _, work = cli_run
     (work / "space.hyper").write_text("learning_rate choice [0.001]\n")
     settings = [f"--{key}={value}" for key, value in TINY.items()]
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_hyper.py"), "--model=SASRec", "--dataset=ml-100k_mm"]
+    run_fresh(
+        [os.path.join(ROOT, "run_hyper.py"), "--model=SASRec", "--dataset=ml-100k_mm"]
         + ["--params_file=space.hyper", "--tool=hyperopt", "--search=grid", f"--output_dir={work / 'sweep'}"]
         + [f"--data_path={ml100k_slice}", *settings],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+        work,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     assert (work / "sweep" / "best_config.yaml").is_file()
     assert "learning_rate: 0.001" in (work / "sweep" / "best_config.yaml").read_text()

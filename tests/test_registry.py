@@ -5,10 +5,10 @@ with nothing else named after it (the steps of ``docs/adding_a_model.md``)."""
 import math
 import os
 import shutil
-import sys
 
 import pytest
 import torch.nn.functional as F
+from cli_helpers import run_main
 from torch import nn
 
 from recbole_mm.config import PROPERTIES_DIR
@@ -97,18 +97,6 @@ TOYS = {
     ),
     ToyGraph: ("", "embedding_size: 8\npref_chunk_items: 4096\ntrain_batch_size: 256\n", []),
 }
-
-
-def run_main(monkeypatch, cwd, *args):
-    """``python run_recbole_mm.py ARGS`` in this process (RecBole's Config reads ``--key=value`` from sys.argv)."""
-    sys.path.insert(0, ROOT)
-    try:
-        import run_recbole_mm
-    finally:
-        sys.path.remove(ROOT)
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["run_recbole_mm.py", *args])
-    return run_recbole_mm.main()
 
 
 def test_family_bases_declare_their_dataset_and_trainer():

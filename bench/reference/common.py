@@ -7,6 +7,7 @@ copied here) and recbole_mm's models through the public ``run_recbole_mm`` entry
 import json
 import os
 import resource
+import subprocess
 import tempfile
 from collections.abc import Iterable
 
@@ -61,3 +62,11 @@ def write_json(path: str, payload: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def git_head(path: str) -> str:
+    """The commit checked out at ``path`` (the reference checkout a row ran), or ``"unknown"``."""
+    try:
+        return subprocess.check_output(["git", "-C", path, "rev-parse", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

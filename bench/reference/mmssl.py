@@ -57,7 +57,7 @@ import numpy as np
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-from bench.reference.common import peak_rss_mib, recbole_metrics, write_json
+from bench.reference.common import git_head, peak_rss_mib, recbole_metrics, write_json
 
 KS = [10, 20, 50]
 
@@ -298,7 +298,7 @@ def run_reference(args, passthrough: list[str]) -> None:
     val = [c for c in calls if c["val"]]
     result = {
         "side": "reference",
-        "reference_commit": _git_head(args.reference),
+        "reference_commit": git_head(args.reference),
         "seed": args.seed,
         "epochs_run": len(val),
         "epoch_cap": args.epoch,
@@ -329,16 +329,6 @@ def run_reference(args, passthrough: list[str]) -> None:
         )
     )
 
-
-def _git_head(path: str) -> str:
-    import subprocess
-
-    try:
-        return subprocess.check_output(
-            ["git", "-C", path, "rev-parse", "HEAD"], text=True
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # -------------------------------------------------------------------------------------------------------------- ours

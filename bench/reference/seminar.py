@@ -62,7 +62,7 @@ import numpy as np
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-from bench.reference.common import peak_rss_mib, recbole_metrics, write_json
+from bench.reference.common import git_head, peak_rss_mib, recbole_metrics, write_json
 
 KS = [1, 5, 10, 50]
 N_NEG = 99
@@ -339,7 +339,7 @@ def run_reference(args, passthrough: list[str]) -> None:
     result = {
         "side": "reference",
         "model": args.model,
-        "reference_commit": _git_head(code),
+        "reference_commit": git_head(code),
         "seed": args.seed,
         "argv": sys.argv[1:],
         "epochs_run": len(log["train"]),
@@ -369,16 +369,6 @@ def run_reference(args, passthrough: list[str]) -> None:
         )
     )
 
-
-def _git_head(path: str) -> str:
-    import subprocess
-
-    try:
-        return subprocess.check_output(
-            ["git", "-C", path, "rev-parse", "HEAD"], text=True
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # -------------------------------------------------------------------------------------------------------------- ours
