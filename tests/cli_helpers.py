@@ -24,10 +24,26 @@ def run_main(monkeypatch, cwd, *args) -> int:
     return run_recbole_mm.main()
 
 
-def run_fresh(argv, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python ARGV`` in a fresh interpreter in ``cwd`` (the package under test on its path, one thread); asserts
-    that it exits with status 0 and returns the finished process."""
+def start_fresh(argv, cwd) -> subprocess.Popen:
+    """Start ``python ARGV`` in a fresh interpreter in ``cwd`` (the package under test on its path, one thread), its
+    standard output and error piped."""
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    return subprocess.Popen(
+        [sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Wait for a process of :func:`start_fresh`; asserts that it exits with status 0 and returns it finished."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def run_fresh(argv, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python ARGV`` in a fresh interpreter in ``cwd``; asserts that it exits with status 0 and returns it."""
+    return finish(start_fresh(argv, cwd), timeout)
