@@ -70,3 +70,24 @@ def git_head(path: str) -> str:
         return subprocess.check_output(["git", "-C", path, "rev-parse", "HEAD"], text=True).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def ours_record(args, settings: dict, result: dict, times: dict, total_wall_s: float, **extra) -> dict:
+    """The result JSON of a recbole_mm run beside the reference: ``extra`` (e.g. the model), the seed, settings,
+    best validation and test figures, per-epoch training and validation times, total wall time, peak memory."""
+    return {
+        "side": "ours",
+        **extra,
+        "seed": args.seed,
+        "settings": settings,
+        "best_valid": dict(result["best_valid_result"]),
+        "test": dict(result["test_result"]),
+        "epochs_run": len(times["valid_wall"]),
+        "train_epoch_wall_s": times["train_wall"],
+        "train_epoch_cpu_s": times["train_cpu"],
+        "valid_pass_wall_s": times["valid_wall"],
+        "valid_pass_cpu_s": times.get("valid_cpu", []),
+        "total_wall_s": total_wall_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "threads": args.threads,
+    }

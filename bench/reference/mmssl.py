@@ -57,7 +57,7 @@ import numpy as np
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-from bench.reference.common import git_head, peak_rss_mib, recbole_metrics, write_json
+from bench.reference.common import git_head, ours_record, peak_rss_mib, recbole_metrics, write_json
 
 KS = [10, 20, 50]
 
@@ -394,21 +394,7 @@ def run_ours(args) -> None:
         "MMSSL", args.dataset, [os.path.join(folder, f"{args.dataset}.yaml")], settings
     )
     total = time.perf_counter() - t0
-    out = {
-        "side": "ours",
-        "seed": args.seed,
-        "settings": settings,
-        "best_valid": dict(result["best_valid_result"]),
-        "test": dict(result["test_result"]),
-        "epochs_run": len(times["valid_wall"]),
-        "train_epoch_wall_s": times["train_wall"],
-        "train_epoch_cpu_s": times["train_cpu"],
-        "valid_pass_wall_s": times["valid_wall"],
-        "valid_pass_cpu_s": times.get("valid_cpu", []),
-        "total_wall_s": total,
-        "peak_rss_mib": peak_rss_mib(),
-        "threads": args.threads,
-    }
+    out = ours_record(args, settings, result, times, total)
     write_json(args.out, out)
     print(json.dumps({k: out[k] for k in ("test", "epochs_run")}, indent=1))
 
