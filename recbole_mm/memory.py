@@ -3,7 +3,11 @@ exceeds what the machine has (a run that would be killed by the operating system
 
 The estimate is the process's resident memory once data and model are built, plus the activations autograd keeps
 for one batch of a Transformer over the histories (``train_batch_size`` x history length x tokens per position,
-per layer: the projections, the feed-forward layer and the attention maps) and the batch's scores over every item.
+per layer: the projections, the feed-forward layer and the attention maps), the batch's scores over every item, the
+gradient and the two Adam moments of every trained parameter, and what a model adds of its own: a model may define
+``tokens_per_position`` (default 1) and ``activation_elements(batch, length) -> int``, the float32 values its
+training step keeps beyond that Transformer (MMSRec's item tower over the catalogue, PMMRec's fusion layer over the
+modality tokens of every item of the batch).
 It is meant to tell a run that needs several times the memory there is from one that fits, not to predict the peak
 to the megabyte: ``bench/peak_memory.py`` prints it beside the measured peak of every model's defaults.
 """
@@ -11,9 +15,6 @@ to the megabyte: ``bench/peak_memory.py`` prints it beside the measured peak of 
 import logging
 import os
 from typing import Optional
-
-# Items per history position the Transformer of a model attends over (default 1): MMSRec's image and text tokens.
-TOKENS_PER_POSITION = {"MMSRec": 2}
 
 # Autograd keeps about this many float32 values per token and layer for every hidden unit of a Transformer layer
 # (Q, K, V, attention output, two layer norms, dropout masks, residuals) and per feed-forward unit (input and
@@ -24,7 +25,7 @@ _PER_HIDDEN, _PER_INNER, _PER_ATTENTION = 12, 3, 3
 # The keys that give a model's Transformer width, feed-forward width, layers and heads, first found wins.
 WIDTH_KEYS = ("hidden_size", "fusion_embed_dim", "embedding_size", "embedding_dim")
 INNER_KEYS = ("inner_size", "fusion_feedforward_dim")
-LAYER_KEYS = ("n_layers", "fusion_layers", "num_hidden_layers")
+LAYER_KEYS = ("n_layers", "fusion_layers", "num_hidden_layers", "transformer_block")
 HEAD_KEYS = ("n_heads", "fusion_heads", "num_attention_heads", "num_heads")
 
 
@@ -65,10 +66,12 @@ def _history_length(config, train_data) -> int:
     return 0
 
 
-def estimate_training_bytes(config, train_data) -> int:
-    """Resident memory now plus one training batch's activations (module docstring); bytes."""
+def estimate_training_bytes(config, train_data, model=None) -> int:
+    """Resident memory now plus one training batch's activations (module docstring); bytes. Without ``model`` only
+    the Transformer over the histories and the scores are counted."""
     batch = int(config["train_batch_size"] or 1)
-    length = _history_length(config, train_data) * TOKENS_PER_POSITION.get(config["model"], 1)
+    positions = _history_length(config, train_data)
+    length = positions * getattr(model, "tokens_per_position", 1)
     hidden = _first(config, WIDTH_KEYS, 64)
     inner = _first(config, INNER_KEYS, 4 * hidden)
     layers = _first(config, LAYER_KEYS, 1)
@@ -77,15 +80,20 @@ def estimate_training_bytes(config, train_data) -> int:
     activations = batch * length * layers * per_token
     n_items = getattr(getattr(train_data, "_dataset", None), "item_num", 0)
     scores = 3 * batch * n_items  # logits, softmax, gradient
-    return resident_bytes() + 4 * (activations + scores)
+    own = 0
+    if model is not None:
+        own = 3 * sum(p.numel() for p in model.parameters() if p.requires_grad)  # gradient, Adam's two moments
+        if callable(getattr(model, "activation_elements", None)):
+            own += int(model.activation_elements(batch, positions))
+    return resident_bytes() + 4 * (activations + scores + own)
 
 
-def warn_if_too_large(config, train_data, logger: Optional[logging.Logger] = None) -> Optional[str]:
+def warn_if_too_large(config, train_data, logger: Optional[logging.Logger] = None, model=None) -> Optional[str]:
     """Log one warning line when the estimate exceeds the memory available; returns the line (None if it fits)."""
     available = available_bytes()
     if available is None:
         return None
-    needed = estimate_training_bytes(config, train_data)
+    needed = estimate_training_bytes(config, train_data, model)
     if needed <= available:
         return None
     line = (

@@ -41,7 +41,7 @@ def _train_and_test(config, saved: bool, verbose: bool, callback_fn: Optional[Ca
     compile_training_loss(model, config["compile_mode"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if config["device"].type == "cpu":
-        warn_if_too_large(config, train_data, logger)
+        warn_if_too_large(config, train_data, logger, model)
     best_valid_score, best_valid_result = trainer.fit(
         train_data,
         valid_data,

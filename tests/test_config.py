@@ -53,19 +53,24 @@ def test_model_lookup_falls_back_to_recbole():
         Config(model="NoSuchRec", dataset="ml-100k_mm")
 
 
-def _anomaly_mode_after(code: str) -> str:
-    """``torch.is_anomaly_enabled()`` after running ``code`` in a fresh interpreter (RecBole not yet imported)."""
-    script = f"import torch, recbole_mm\n{code}\nprint(torch.is_anomaly_enabled())"
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+def _anomaly_modes_after(*codes: str) -> list:
+    """``torch.is_anomaly_enabled()`` after running each of ``codes`` in its own fresh interpreter (RecBole not yet
+    imported); the interpreters run at once."""
+    scripts = [f"import torch, recbole_mm\n{code}\nprint(torch.is_anomaly_enabled())" for code in codes]
+    runs = [subprocess.Popen([sys.executable, "-c", s], stdout=subprocess.PIPE, text=True) for s in scripts]
+    outs = [run.communicate(timeout=300)[0].strip() for run in runs]
+    assert [run.returncode for run in runs] == [0] * len(runs)
+    return outs
 
 
 def test_model_lookup_keeps_autograd_anomaly_mode_as_it_was():
-    # RecBole's sine.py switches anomaly detection on when its package is imported ...
-    assert _anomaly_mode_after("import recbole.model.sequential_recommender") == "True"
-    # ... get_model imports that package but leaves the mode as the caller had it
     lookup = "from recbole_mm.registry import get_model\nget_model('SASRec'); get_model('SINE'); get_model('MISSRec')"
-    assert _anomaly_mode_after(lookup) == "False"
-    assert _anomaly_mode_after("torch.autograd.set_detect_anomaly(True)\n" + lookup) == "True"
+    # RecBole's sine.py switches anomaly detection on when its package is imported; get_model imports that package
+    # but leaves the mode as the caller had it (off, then on)
+    modes = _anomaly_modes_after(
+        "import recbole.model.sequential_recommender", lookup, "torch.autograd.set_detect_anomaly(True)\n" + lookup
+    )
+    assert modes == ["True", "False", "True"]
 
 
 def test_compile_mode_is_checked():

@@ -122,16 +122,18 @@ def _error_line(error: Exception) -> str:
 
 def _record(result, setup: SweepSetup) -> TrialRecord:
     """A :class:`TrialRecord` from a Ray ``Result``."""
+    # a trial that failed or was stopped before its first report has no metrics, no frame and maybe no config
     metrics = result.metrics or {}
     frame = result.metrics_dataframe
     curve = []
-    if frame is not None and "epoch" in frame:
+    if frame is not None and "epoch" in frame and "valid_score" in frame:
         for epoch, score in zip(frame["epoch"], frame["valid_score"]):
             if not math.isnan(epoch) and (not curve or int(epoch) > curve[-1][0]):
                 curve.append((int(epoch), float(score)))
-    trial_dir = str(getattr(result, "path", None) or result.log_dir)
-    trial_id = metrics.get("trial_id") or os.path.basename(trial_dir)
-    params = {p.name: result.config.get(p.name) for p in setup.space}
+    trial_dir = str(getattr(result, "path", None) or getattr(result, "log_dir", None) or "")
+    trial_id = metrics.get("trial_id") or os.path.basename(trial_dir) or "unknown trial"
+    config = result.config or {}
+    params = {p.name: config.get(p.name) for p in setup.space}
     best = setup.best_of([s for _, s in curve])
     peak = None
     if frame is not None and "peak_rss_mb" in frame:

@@ -11,9 +11,10 @@ import tempfile
 import time
 
 import pytest
+import yaml
 
 from recbole_mm.results import claims
-from recbole_mm.results.protocols import ROOT, load_protocol
+from recbole_mm.results.protocols import ROOT, load_protocol, protocol_path
 from recbole_mm.results.runner import Plan, run_plan, slug
 from recbole_mm.results.tables import TABLES
 
@@ -93,9 +94,18 @@ def test_ctrl_c_ends_in_one_line_and_a_killed_runner_leaves_no_scratch_behind(ml
     prefix = f"recbole_mm_run.{claims.host()}.{victim.pid}"
     assert not [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(prefix)]
 
-    # the next runner cleans the scratch, breaks the stale lock and runs the run; Ctrl-C during its second run
+    # the next runner cleans the scratch, breaks the stale lock and runs the run; Ctrl-C during its second run,
+    # whose 30 epochs (a copy of the smoke protocol; no patience stop) outlast the signal's way on a loaded machine
+    with open(protocol_path("smoke"), encoding="utf-8") as f:
+        slow = yaml.safe_load(f)
+    slow["settings"].update(epochs=30, stopping_step=30)
+    (tmp_path / "protocol").mkdir()
+    with open(tmp_path / "protocol" / "smoke.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(slow, f)
+    command = runner_command(ml100k_root, tmp_path, ["GRU4Rec", "BERT4Rec"], "--in-process")
+    command[command.index("--smoke")] = "--protocol=" + str(tmp_path / "protocol" / "smoke.yaml")
     runner = subprocess.Popen(
-        runner_command(ml100k_root, tmp_path, ["GRU4Rec", "BERT4Rec"], "--in-process"),
+        command,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     for line in runner.stdout:

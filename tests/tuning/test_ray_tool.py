@@ -37,3 +37,21 @@ def test_error_line_picks_the_exception_line():
     )
     assert _error_line(RuntimeError(text)) == "ValueError: Training loss is nan"
     assert _error_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_trial_that_never_reported_is_recorded_as_its_error():
+    """A trial stopped or failed before its first report: Ray's Result has no metrics, no frame, no config and no
+    folder (a stand-in object with the attributes ``_record`` reads)."""
+    from types import SimpleNamespace
+
+    from recbole_mm.tuning.ray_tool import _record
+    from recbole_mm.tuning.trial import ERROR, STOPPED, SweepSetup
+
+    setup = SweepSetup("SASRec", "ml-100k_mm", [], {}, {}, parse_hyper_lines("lr choice [0.1]\n"), "ndcg@10", True,
+                       1, 2020, "/tmp")
+    empty = dict(metrics=None, metrics_dataframe=None, config=None, path=None, log_dir=None)
+    failed = _record(SimpleNamespace(**empty, error=RuntimeError("ValueError: bad")), setup)
+    assert (failed.status, failed.params, failed.curve, failed.best_valid_score) == (ERROR, {"lr": None}, [], None)
+    assert failed.error == "ValueError: bad" and failed.trial_id == "unknown trial"
+    stopped = _record(SimpleNamespace(**empty, error=None), setup)
+    assert stopped.status == STOPPED and stopped.curve == []

@@ -140,6 +140,7 @@ class MMSRec(MultiModalSequentialRecommender):
         "output_transform.",
     )
     FROZEN = ()
+    tokens_per_position = 2  # image and text slot: the Transformer reads 2 (L + 1) tokens of a history
 
     def __init__(self, config, dataset):
         super(MMSRec, self).__init__(config, dataset)
@@ -336,6 +337,14 @@ class MMSRec(MultiModalSequentialRecommender):
             torch.distributed.all_reduce(total)
             return loss_sum * share.world / total
         return loss_sum / count
+
+    def activation_elements(self, batch: int, length: int) -> int:
+        r"""Float32 values a Cloze step keeps beyond the history Transformer that :mod:`recbole_mm.memory` counts:
+        the item tower over every item (2 tokens each, every layer) and the masked positions' logits over the
+        catalogue (logits, softmax, gradient); ``length`` is the history length L."""
+        tower = (self.n_items - 1) * len(SLOTS) * self.n_layers * (12 * self.hidden_size + 3 * self.inner_size)
+        masked = batch * (self.mask_ratio * length + 1)
+        return int(tower + 3 * masked * (self.n_items - 1))
 
     def _scores(self, seq_output):
         scores = seq_output @ self.all_items().t()

@@ -410,6 +410,15 @@ class PMMRec(MultiModalSequentialRecommender):
             return loss
         return loss + self.pretrain_terms(full, lengths, user, share)
 
+    def activation_elements(self, batch: int, length: int) -> int:
+        r"""Float32 values a training step keeps beyond the user encoder that :mod:`recbole_mm.memory` counts: the
+        fusion layer over the modality tokens of every item of ``history + [target]`` (one BERT-style layer,
+        feed-forward 4 d) and the in-batch logits of every position over every item of the batch (logits, softmax,
+        gradient); ``length`` is the history length L."""
+        items = batch * (length + 1)
+        fusion = items * len(self.modalities) * (12 * self.d + 12 * self.d) if len(self.modalities) > 1 else 0
+        return fusion + 3 * items * items
+
     def noise(self, item_seq, item_seq_len):
         r"""``(noised [B, L], flags [B, L] bool)``: each history position replaced, with probability
         ``noise_ratio``, by an item drawn uniformly from the batch's history positions; flagged where the item
