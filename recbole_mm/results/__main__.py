@@ -118,6 +118,14 @@ def main(argv=None) -> int:
         done, total = progress(plans)
         message = f"interrupted; {done} runs recorded, {total - done} left; run the same command to resume"
         print(f"\n{message}", file=sys.stderr)
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            # a search interrupted: its trials stop with the Ray session; Ray's core worker, interrupted in a call,
+            # aborts in its exit handler (Ray 2.6), so the process ends here, its records and claims already settled
+            ray.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     return 0
 

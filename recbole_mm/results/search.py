@@ -113,6 +113,10 @@ def run_search(plan, row: Row, pretrained: Optional[str], address: Optional[str]
     log(f"[{plan.table.name}] {row.label}: search, {options['trials']} trials over {sorted(spec['space'])}")
     argv, wall = sys.argv, time.time()
     sys.argv = argv[:1]  # RecBole's Config reads --key=value from the command line: keep the runner's out
+    # Ctrl-C stops the runner (KeyboardInterrupt), not only the search: Ray Tune's own handler would end the search
+    # quietly and let the runner go on to the next row
+    handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         result = run_sweep(
             row.model, spec["dataset"], space_file, [os.path.join(ROOT, f) for f in row.config_files], overrides,
@@ -120,6 +124,10 @@ def run_search(plan, row: Row, pretrained: Optional[str], address: Optional[str]
         )
     finally:
         sys.argv = argv
+        if handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = handler
     if result.best is None:
         raise RunError(f"table {plan.table.name!r}, row {row.label!r}: no search trial completed; see {folder}")
     from recbole_mm.tuning.space import cast_params, load_search_space
