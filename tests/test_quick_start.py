@@ -8,7 +8,6 @@ import torch
 from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
 
 FAST_SASREC = {
-    "MAX_ITEM_LIST_LENGTH": 20,
     "n_layers": 1,
     "inner_size": 64,
     "epochs": 1,
