@@ -68,7 +68,9 @@ def write_json(path: str, payload: dict) -> None:
 def git_head(path: str) -> str:
     """The commit checked out at ``path`` (the reference checkout a row ran), or ``"unknown"``."""
     try:
-        return subprocess.check_output(["git", "-C", path, "rev-parse", "HEAD"], text=True).strip()
+        return subprocess.check_output(
+            ["git", "-C", path, "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
