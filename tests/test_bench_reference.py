@@ -103,3 +103,57 @@ def test_recbole_metrics_on_hand_ranks():
         and out["ndcg@5"] == round((1 + 0.5) / 2, 4)
         and out["mrr@5"] == round(2 / 3, 4)
     )
+
+
+def test_missrec_convert_keeps_the_first_users_whole(ml100k_slice, tmp_path):
+    from bench.reference import missrec
+
+    src = os.path.join(str(ml100k_slice), "ml-100k_mm")
+    missrec.convert(argparse.Namespace(dataset_dir=src, source_name=None, out=str(tmp_path), name="s", users=3))
+    first = []
+    for user, _, _ in _rows(os.path.join(src, "ml-100k_mm.train.inter")):
+        if user not in first:
+            first.append(user)
+    for part in ("train", "valid", "test"):
+        kept = [r for r in _rows(os.path.join(src, f"ml-100k_mm.{part}.inter")) if r[0] in first[:3]]
+        assert _rows(tmp_path / "s" / f"s.{part}.inter") == kept
+    assert (tmp_path / "s" / "s.feat1CLS").read_bytes() == open(os.path.join(src, "ml-100k_mm.feat1CLS"), "rb").read()
+
+
+def test_bounded_loader_restarts_and_counts_rows():
+    from bench.reference.common import BoundedLoader
+
+    loader = BoundedLoader([[1, 2, 3], [4]], 5, len)
+    assert list(loader) == [[1, 2, 3], [4], [1, 2, 3], [4], [1, 2, 3]]
+    assert len(loader) == 5 and loader.rows == 3 + 1 + 3 + 1 + 3
+
+
+class _Event:
+    def __init__(self, name, total, self_time, parent=None):
+        self.name, self.cpu_time_total, self.self_cpu_time_total, self.cpu_parent = name, total, self_time, parent
+
+
+def test_op_shares_by_phase_on_a_hand_built_tree():
+    from bench.reference.common import op_shares
+
+    data = _Event("enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", 20, 15)
+    fwd = _Event("aten::linear", 30, 5)
+    engine = _Event("autograd::engine::evaluate_function: MmBackward0", 26, 1)
+    events = [
+        data,
+        _Event("aten::cat", 5, 5, data),  # inside the data span: counted there only
+        fwd,
+        _Event("aten::addmm", 25, 25, fwd),  # nested: its parent's 30 already hold it
+        engine,
+        _Event("aten::mm", 25, 25, engine),
+        _Event("aten::add_", 10, 10, _Event("Optimizer.step#Adam.step", 12, 2)),
+    ]
+    shares, top = op_shares(events, 100.0)
+    assert shares == {
+        "tensor ops, forward and loss": 0.30,
+        "tensor ops, backward": 0.25,
+        "tensor ops, optimizer": 0.10,
+        "data loading and sampling": 0.20,
+        "Python and other": 0.15,
+    }
+    assert top[0] == ["aten::addmm", 0.25] and ["aten::cat", 0.05] in top

@@ -40,6 +40,11 @@ patience 7, batches of 1,024, the model's defaults, which are the reference's): 
 ``train_batch_size``, ``stopping_step``, ``valid_metric``, ``topk``, ``metrics``, ``epochs``, ``seed``.
 The trainer class is subclassed only to time ``_train_epoch`` and ``_valid_epoch``.
 
+``--profile N`` (``reference`` and ``ours``) replaces the run by a profile of N training batches of the first
+epoch, run plain, under ``torch.profiler`` and under ``cProfile`` (``bench/reference/common.py``,
+``PhasedProfile``; on the reference side its own loop body runs N times per phase, its sampling labelled for the
+profiler); ``--out`` receives the figures.
+
 Both sides write one JSON with the test metrics, per-epoch training wall and CPU seconds, evaluation seconds,
 epochs run and the process's peak resident memory.
 """
@@ -57,9 +62,20 @@ import numpy as np
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-from bench.reference.common import git_head, ours_record, peak_rss_mib, recbole_metrics, write_json
+from bench.reference.common import (
+    DATA_TAG,
+    PhasedProfile,
+    ProfileDone,
+    git_head,
+    ours_record,
+    peak_rss_mib,
+    profile_trainer_patch,
+    recbole_metrics,
+    write_json,
+)
 
 KS = [10, 20, 50]
+PROFILE_HELP = "profile N training batches of the first epoch instead of the run (no result; --out gets the profile)"
 
 
 # ----------------------------------------------------------------------------------------------------------- convert
@@ -286,8 +302,15 @@ def run_reference(args, passthrough: list[str]) -> None:
         return result
 
     bt.test_torch = timed_test_torch
+    regions = {}
+    if args.profile:
+        profile_reference_batches(args.profile, bt, regions)
     t0 = time.perf_counter()
-    runpy.run_path(os.path.join(code, "main.py"), run_name="__main__")
+    try:
+        runpy.run_path(os.path.join(code, "main.py"), run_name="__main__")
+    except ProfileDone:
+        write_profile(args, "reference", regions, argv=sys.argv[1:], reference_commit=git_head(args.reference))
+        return
     total = time.perf_counter() - t0
     # an epoch's training = from the end of the previous epoch's last evaluation to this epoch's validation
     train_s, prev_end = [], None
@@ -329,6 +352,50 @@ def run_reference(args, passthrough: list[str]) -> None:
         )
     )
 
+
+
+def profile_reference_batches(n: int, bt, regions: dict) -> None:
+    """``--profile``: the reference's first training loop (``for idx in tqdm(range(n_batch))`` in ``main.py``) runs
+    ``n`` batches once per :class:`bench.reference.common.PhasedProfile` phase, then the run ends
+    (:class:`bench.reference.common.ProfileDone`); its sampling call ``data_generator.sample`` is labelled
+    ``DATA_TAG`` for the profiler. ``main.py`` reads ``tqdm`` from the ``tqdm`` module when it runs, so replacing
+    the module's attribute before it runs is enough; the loop body is the reference's, unchanged."""
+    import tqdm
+    from torch.profiler import record_function
+
+    data_cls = type(bt.data_generator)
+    original_sample, original_tqdm = data_cls.sample, tqdm.tqdm
+
+    def sample(self, *a, **k):
+        with record_function(DATA_TAG):
+            return original_sample(self, *a, **k)
+
+    def phased(iterable):
+        p = PhasedProfile()
+        for phase in p.PHASES:
+            p.start(phase)
+            yield from range(n)
+            p.stop(n * bt.args.batch_size if phase == "plain" else None)
+        regions["train"] = dict(p.out, batches=n, batches_per_epoch=len(iterable))
+        raise ProfileDone
+
+    def bounded_tqdm(iterable=None, *a, **k):
+        if isinstance(iterable, range) and "train" not in regions:
+            return phased(iterable)
+        return original_tqdm(iterable, *a, **k)
+
+    data_cls.sample = sample
+    tqdm.tqdm = bounded_tqdm
+
+
+def write_profile(args, side: str, regions: dict, **extra) -> None:
+    """The ``--profile`` record: the ``train`` region's figures (:class:`bench.reference.common.PhasedProfile`)."""
+    import torch
+
+    payload = {"side": side, "model": "MMSSL", "seed": args.seed, "threads": args.threads,
+               "torch": torch.__version__, "load_average": os.getloadavg(), "regions": regions, **extra}
+    write_json(args.out, payload)
+    print(json.dumps({r: {k: v.get(k) for k in ("cpu_s", "rows", "shares")} for r, v in regions.items()}, indent=1))
 
 
 # -------------------------------------------------------------------------------------------------------------- ours
@@ -390,9 +457,19 @@ def run_ours(args) -> None:
             }
         )
     t0 = time.perf_counter()
-    result = run_recbole_mm(
-        "MMSSL", args.dataset, [os.path.join(folder, f"{args.dataset}.yaml")], settings
-    )
+    config_files = [os.path.join(folder, f"{args.dataset}.yaml")]
+    if args.profile:
+        if args.reference_compat:
+            raise SystemExit("ours: --profile bounds RecBole's training batches, which reference_compat replaces")
+        regions = {}
+        profile_trainer_patch(args.profile, regions, evaluate=False)
+        try:
+            run_recbole_mm("MMSSL", args.dataset, config_files, settings)
+        except ProfileDone:
+            write_profile(args, "ours", regions, settings=settings)
+            return
+        raise SystemExit("ours: --profile: the trainer's fit was never called")
+    result = run_recbole_mm("MMSSL", args.dataset, config_files, settings)
     total = time.perf_counter() - t0
     out = ours_record(args, settings, result, times, total)
     write_json(args.out, out)
@@ -458,6 +535,7 @@ def main(argv=None) -> None:
         help="evaluation pool size (the reference: cpu_count() // 5)",
     )
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
     r.add_argument(
         "--out", required=True, help="result JSON (embeddings beside it, .emb.pt)"
     )
@@ -486,6 +564,7 @@ def main(argv=None) -> None:
     )
     o.add_argument("--checkpoint-dir", default="saved/reference_bench")
     o.add_argument("--threads", type=int, default=1)
+    o.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
     o.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.cmd == "convert":

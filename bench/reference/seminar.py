@@ -42,12 +42,19 @@ random init, the unregistered Q/K/V projections, the pre-training loss signs).
 
 ``ours`` runs recbole_mm's model through ``recbole_mm.quick_start.run_recbole_mm`` on the reversed dataset with
 the reference's settings: keys ``MAX_ITEM_LIST_LENGTH``, ``retrieve_topk``, ``num_heads``, ``hidden_size``,
-``learning_rate``, ``train_batch_size``, ``epochs``, ``stopping_step``, ``eval_args`` (uni99), ``metrics``,
-``topk``, ``valid_metric``, ``reference_compat``, ``seed``; the candidates' query mode is left at the model's
-default (recommendation: empty candidate queries, the reference's ``test_set_mode``). ``--set key=value`` adds
-settings (values parsed as YAML). The trainer class is subclassed only to time ``_train_epoch`` and
+``learning_rate``, ``objective`` (bce) and ``train_neg_sample_args`` (one uniform negative), ``train_batch_size``,
+``epochs``, ``stopping_step``, ``eval_args`` (uni99), ``metrics``, ``topk``, ``valid_metric``,
+``reference_compat``, ``seed``; the candidates' query mode is left at the model's default (recommendation: empty
+candidate queries, the reference's ``test_set_mode``). ``--config-file`` adds YAML files after the dataset's preset
+(SEMINAR's two stages: ``recbole_mm/properties/props/SEMINAR/pretrain.yaml``, then ``finetune.yaml`` with
+``--set pretrained_path=<the saved_model_file of the pre-training record>``); ``--set key=value`` adds settings
+(values parsed as YAML) that override both. The trainer class is subclassed only to time ``_train_epoch`` and
 ``_valid_epoch``; RecBole's ``Sampler.sample_by_user_ids`` is replaced, in the valid and test phases only, by a
 lookup of the fixed negatives.
+
+``--profile N`` (``reference`` and ``ours``) replaces the run by a profile: N training batches (the loader restarted
+as often as needed) and one validation pass, each run plain, under ``torch.profiler`` and under ``cProfile``
+(``bench/reference/common.py``, ``PhasedProfile``); ``--out`` receives the figures.
 """
 
 import argparse
@@ -62,10 +69,23 @@ import numpy as np
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
-from bench.reference.common import git_head, ours_record, peak_rss_mib, recbole_metrics, write_json
+from bench.reference.common import (
+    BoundedLoader,
+    ProfileDone,
+    git_head,
+    ours_record,
+    peak_rss_mib,
+    profile_region,
+    profile_trainer_patch,
+    recbole_metrics,
+    write_json,
+)
 
 KS = [1, 5, 10, 50]
 N_NEG = 99
+PROFILE_HELP = (
+    "profile N training batches and one validation pass instead of the run (no result; --out gets the profile)"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------- convert
@@ -303,6 +323,8 @@ def run_reference(args, passthrough: list[str]) -> None:
     log = {"train": [], "eval": [], "scores": []}
 
     def iteration(self, epoch, dataloader, full_sort=False, train=True):
+        if args.profile:
+            return profiled_iteration(self, epoch, dataloader, full_sort, train)
         start, cpu = time.perf_counter(), time.process_time()
         if train:
             out = original_iteration(self, epoch, dataloader, full_sort, train)
@@ -323,9 +345,31 @@ def run_reference(args, passthrough: list[str]) -> None:
         log["scores"].append(np.array(pred_list, copy=True))
         return original_scores(self, epoch, pred_list)
 
+    regions = {}
+
+    def profiled_iteration(self, epoch, dataloader, full_sort, train):
+        if train:
+            loader = BoundedLoader(dataloader, args.profile, lambda batch: int(batch[0].shape[0]))
+
+            def run():
+                loader.rows = 0
+                original_iteration(self, epoch, loader, full_sort, True)
+
+            regions["train"] = profile_region(run, rows=lambda: loader.rows)
+            regions["train"]["batches"] = args.profile
+            return None
+        with torch.no_grad():
+            regions["eval"] = profile_region(lambda: original_iteration(self, epoch, dataloader, full_sort, False))
+        regions["eval"]["users"] = len(dataloader.dataset)
+        raise ProfileDone
+
     cls.iteration, cls.get_sample_scores = iteration, get_sample_scores
     t0 = time.perf_counter()
-    runpy.run_path(script, run_name="__main__")
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except ProfileDone:
+        write_profile(args, "reference", regions, argv=sys.argv[1:], reference_commit=git_head(code))
+        return
     total = time.perf_counter() - t0
     evals = [e for e in log["eval"]]
     test_scores = (
@@ -369,6 +413,17 @@ def run_reference(args, passthrough: list[str]) -> None:
         )
     )
 
+
+
+def write_profile(args, side: str, regions: dict, **extra) -> None:
+    """The ``--profile`` record: per region (``train``: ``--profile`` batches; ``eval``: one validation pass) the
+    figures of :class:`bench.reference.common.PhasedProfile`."""
+    import torch
+
+    payload = {"side": side, "model": args.model, "seed": args.seed, "threads": args.threads,
+               "torch": torch.__version__, "load_average": os.getloadavg(), "regions": regions, **extra}
+    write_json(args.out, payload)
+    print(json.dumps({r: {k: v.get(k) for k in ("cpu_s", "rows", "shares")} for r, v in regions.items()}, indent=1))
 
 
 # -------------------------------------------------------------------------------------------------------------- ours
@@ -436,7 +491,9 @@ def run_ours(args) -> None:
         "num_heads": 4,
         "hidden_size": 64,
         "learning_rate": 1e-3,
-        "train_batch_size": 256,
+        "objective": "bce",  # the reference's loss: pointwise BCE, one uniform negative per row
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+        "train_batch_size": 256,  # rows per step as RecBole counts them (one copy per negative): 256 histories
         "eval_args": {
             "split": {"LS": "valid_and_test"},
             "order": "TO",
@@ -451,11 +508,22 @@ def run_ours(args) -> None:
         key, _, value = item.partition("=")
         settings[key] = yaml.safe_load(value)
     t0 = time.perf_counter()
-    result = run_recbole_mm(
-        args.model, args.name, [os.path.join(folder, f"{args.name}.yaml")], settings
-    )
+    config_files = [os.path.join(folder, f"{args.name}.yaml")] + list(args.config_file or [])
+    if args.profile:
+        regions = {}
+        profile_trainer_patch(args.profile, regions)
+        try:
+            run_recbole_mm(args.model, args.name, config_files, settings)
+        except ProfileDone:
+            write_profile(args, "ours", regions, settings=settings)
+            return
+        raise SystemExit("ours: --profile: the trainer's fit was never called")
+    result = run_recbole_mm(args.model, args.name, config_files, settings)
     total = time.perf_counter() - t0
-    out = ours_record(args, settings, result, times, total, model=args.model)
+    out = ours_record(
+        args, settings, result, times, total, model=args.model, config_files=config_files,
+        saved_model_file=result.get("saved_model_file"),
+    )
     write_json(args.out, out)
     print(
         json.dumps(
@@ -537,6 +605,7 @@ def main(argv=None) -> None:
     )
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
     r.add_argument("--out", required=True)
     o = sub.add_parser("ours", help="run recbole_mm's model on the reversed files")
     o.add_argument("--data-path", required=True)
@@ -561,8 +630,14 @@ def main(argv=None) -> None:
     o.add_argument(
         "--set", action="append", help="extra setting key=value (YAML value)"
     )
+    o.add_argument(
+        "--config-file", action="append",
+        help="a YAML file read after the dataset's preset (e.g. props/SEMINAR/pretrain.yaml); "
+        "the settings above and --set override it",
+    )
     o.add_argument("--checkpoint-dir", default="saved/reference_bench")
     o.add_argument("--threads", type=int, default=1)
+    o.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
     o.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.cmd == "convert":

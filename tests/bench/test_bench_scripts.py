@@ -59,6 +59,10 @@ SCRIPTS = {
         r"\| whole step \(forward, backward, Adam\) \| [\d.]+ \|",
     ),
     "bench/tuning_overhead.py": ("--trials 1 --epochs 1 --ways serial", r"serial\s+[\d.]+"),
+    "bench/reference/missrec.py": (
+        "convert --dataset-dir {data}/ml-100k_mm --out {tmp}/missrec_data --name ml100k --users 20",
+        r"convert: 20 users, \d+ training rows",
+    ),
     "bench/reference/mmssl.py": (
         "convert --dataset-dir {data}/ml-100k_mm --out {tmp}/mmssl_data/ml100k",
         r"convert: 40 users, 1682 items, \d+ training pairs",
