@@ -104,7 +104,11 @@ def test_ctrl_c_ends_in_one_line_and_a_killed_runner_leaves_no_scratch_behind(ml
         yaml.safe_dump(slow, f)
     command = runner_command(ml100k_root, tmp_path, ["GRU4Rec", "BERT4Rec"], "--in-process")
     command[command.index("--smoke")] = "--protocol=" + str(tmp_path / "protocol" / "smoke.yaml")
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    runner = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # a suite started in the background inherits SIGINT ignored; the runner must see Ctrl-C as a terminal sends it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in runner.stdout:
         if line.startswith("[sequential] GRU4Rec, seed 2020: running"):
             break
