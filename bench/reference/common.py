@@ -76,10 +76,16 @@ def git_head(path: str) -> str:
 
 
 def ours_record(args, settings: dict, result: dict, times: dict, total_wall_s: float, **extra) -> dict:
-    """The result JSON of a recbole_mm run beside the reference: ``extra`` (e.g. the model), the seed, settings,
-    best validation and test figures, per-epoch training and validation times, total wall time, peak memory."""
+    """The result JSON of a recbole_mm run beside the reference (:func:`run_record` of side ``ours``)."""
+    return run_record("ours", args, settings, result, times, total_wall_s, **extra)
+
+
+def run_record(side: str, args, settings: dict, result: dict, times: dict, total_wall_s: float, **extra) -> dict:
+    """The result JSON of a run of ``side`` (``ours`` or ``reference``) from RecBole's result dict: ``extra`` (e.g.
+    the model or the reference's commit), the seed, settings, best validation and test figures, per-epoch training
+    and validation times, total wall time, peak memory."""
     return {
-        "side": "ours",
+        "side": side,
         **extra,
         "seed": args.seed,
         "settings": settings,

@@ -50,7 +50,7 @@ import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from bench.reference.common import git_head, ours_record, peak_rss_mib, write_json
+from bench.reference.common import git_head, ours_record, run_record, write_json
 
 PARTS = ("train", "valid", "test")
 FILES = ("feat1CLS", "feat1CLS.json", "feat3CLS", "feat3CLS.json", "text", "item2index", "user2index")
@@ -194,23 +194,10 @@ def run_reference(args) -> None:
     total = time.perf_counter() - t0
     import recbole
 
-    record = {
-        "side": "reference",
-        "reference_commit": git_head(code),
-        "stack": f"{args.stack} (recbole {recbole.__version__})",
-        "seed": args.seed,
-        "settings": settings,
-        "best_valid": dict(result["best_valid_result"]),
-        "test": dict(result["test_result"]),
-        "epochs_run": len(times["valid_wall"]),
-        "train_epoch_wall_s": times["train_wall"],
-        "train_epoch_cpu_s": times["train_cpu"],
-        "valid_pass_wall_s": times["valid_wall"],
-        "valid_pass_cpu_s": times["valid_cpu"],
-        "total_wall_s": total,
-        "peak_rss_mib": peak_rss_mib(),
-        "threads": args.threads,
-    }
+    stack = f"{args.stack} (recbole {recbole.__version__})"
+    record = run_record(
+        "reference", args, settings, result, times, total, reference_commit=git_head(code), stack=stack
+    )
     write_json(args.out, record)
     print(json.dumps({k: record[k] for k in ("test", "epochs_run", "stack")}, indent=1))
 
