@@ -4,15 +4,36 @@ The shims in this folder run an author's repository unmodified from a checkout t
 copied here) and recbole_mm's models through the public ``run_recbole_mm`` entry point on the same files.
 """
 
+import argparse
 import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
 
 import torch
+
+
+def shim_parser(description: str, argv=None):
+    """A shim's argument parser with its subcommands, and its command line split at ``--`` (what follows goes to the
+    reference's own script): ``(parser, subparsers, argv, passthrough)``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passthrough = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="cmd", required=True), argv, passthrough
+
+
+def add_run_options(parser, profile_help: str, out_help=None) -> None:
+    """The options every run subcommand (reference or ours) ends with: threads, profile, result file."""
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help=profile_help)
+    parser.add_argument("--out", required=True, help=out_help)
 
 
 def peak_rss_mib() -> float:

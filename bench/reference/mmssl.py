@@ -49,7 +49,6 @@ Both sides write one JSON with the test metrics, per-epoch training wall and CPU
 epochs run and the process's peak resident memory.
 """
 
-import argparse
 import json
 import os
 import pickle
@@ -66,11 +65,13 @@ from bench.reference.common import (
     DATA_TAG,
     PhasedProfile,
     ProfileDone,
+    add_run_options,
     git_head,
     ours_record,
     peak_rss_mib,
     profile_trainer_patch,
     recbole_metrics,
+    shim_parser,
     write_json,
 )
 
@@ -477,15 +478,7 @@ def run_ours(args) -> None:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    passthrough = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub, argv, passthrough = shim_parser(__doc__, argv)
     c = sub.add_parser(
         "convert",
         help="a recbole_mm dataset folder to the MMSSL json/train_mat/npy layout",
@@ -534,11 +527,7 @@ def main(argv=None) -> None:
         default=1,
         help="evaluation pool size (the reference: cpu_count() // 5)",
     )
-    r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
-    r.add_argument(
-        "--out", required=True, help="result JSON (embeddings beside it, .emb.pt)"
-    )
+    add_run_options(r, PROFILE_HELP, "result JSON (embeddings beside it, .emb.pt)")
     o = sub.add_parser("ours", help="run recbole_mm's MMSSL on the converted files")
     o.add_argument(
         "--data-path",
@@ -563,9 +552,7 @@ def main(argv=None) -> None:
         help="keep the dataset preset's evaluation settings",
     )
     o.add_argument("--checkpoint-dir", default="saved/reference_bench")
-    o.add_argument("--threads", type=int, default=1)
-    o.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
-    o.add_argument("--out", required=True)
+    add_run_options(o, PROFILE_HELP)
     args = parser.parse_args(argv)
     if args.cmd == "convert":
         args.name = args.name or os.path.basename(os.path.normpath(args.dataset_dir))

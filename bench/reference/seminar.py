@@ -57,7 +57,6 @@ as often as needed) and one validation pass, each run plain, under ``torch.profi
 (``bench/reference/common.py``, ``PhasedProfile``); ``--out`` receives the figures.
 """
 
-import argparse
 import json
 import os
 import random
@@ -72,12 +71,14 @@ sys.path.insert(
 from bench.reference.common import (
     BoundedLoader,
     ProfileDone,
+    add_run_options,
     git_head,
     ours_record,
     peak_rss_mib,
     profile_region,
     profile_trainer_patch,
     recbole_metrics,
+    shim_parser,
     write_json,
 )
 
@@ -542,15 +543,7 @@ def run_ours(args) -> None:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    passthrough = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub, argv, passthrough = shim_parser(__doc__, argv)
     c = sub.add_parser(
         "convert", help="a recbole_mm leave-one-out dataset to the reference's files"
     )
@@ -604,9 +597,7 @@ def main(argv=None) -> None:
         "--model", required=True, choices=["sim", "eta", "qin", "twin", "seminar"]
     )
     r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
-    r.add_argument("--out", required=True)
+    add_run_options(r, PROFILE_HELP)
     o = sub.add_parser("ours", help="run recbole_mm's model on the reversed files")
     o.add_argument("--data-path", required=True)
     o.add_argument("--name", required=True)
@@ -636,9 +627,7 @@ def main(argv=None) -> None:
         "the settings above and --set override it",
     )
     o.add_argument("--checkpoint-dir", default="saved/reference_bench")
-    o.add_argument("--threads", type=int, default=1)
-    o.add_argument("--profile", type=int, default=0, metavar="N", help=PROFILE_HELP)
-    o.add_argument("--out", required=True)
+    add_run_options(o, PROFILE_HELP)
     args = parser.parse_args(argv)
     if args.cmd == "convert":
         args.source_name = args.source_name or os.path.basename(
