@@ -66,6 +66,12 @@ def _history_length(config, train_data) -> int:
     return 0
 
 
+def transformer_token_elements(hidden: int, inner: int, heads: int = 0, length: int = 0) -> int:
+    """Float32 values autograd keeps per token and layer of a Transformer layer of width ``hidden`` and feed-forward
+    width ``inner`` whose attention (``heads`` heads) spans ``length`` tokens (0: its maps not counted)."""
+    return _PER_HIDDEN * hidden + _PER_INNER * inner + _PER_ATTENTION * heads * length
+
+
 def estimate_training_bytes(config, train_data, model=None) -> int:
     """Resident memory now plus one training batch's activations (module docstring); bytes. Without ``model`` only
     the Transformer over the histories and the scores are counted."""
@@ -76,7 +82,7 @@ def estimate_training_bytes(config, train_data, model=None) -> int:
     inner = _first(config, INNER_KEYS, 4 * hidden)
     layers = _first(config, LAYER_KEYS, 1)
     heads = _first(config, HEAD_KEYS, 1)
-    per_token = _PER_HIDDEN * hidden + _PER_INNER * inner + _PER_ATTENTION * heads * length
+    per_token = transformer_token_elements(hidden, inner, heads, length)
     activations = batch * length * layers * per_token
     n_items = getattr(getattr(train_data, "_dataset", None), "item_num", 0)
     scores = 3 * batch * n_items  # logits, softmax, gradient

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_mm.memory import transformer_token_elements
 from recbole_mm.model.distributed import gather_rows
 from recbole_mm.model.multimodal_sequential import MultiModalSequentialRecommender
 
@@ -342,7 +343,8 @@ class MMSRec(MultiModalSequentialRecommender):
         r"""Float32 values a Cloze step keeps beyond the history Transformer that :mod:`recbole_mm.memory` counts:
         the item tower over every item (2 tokens each, every layer) and the masked positions' logits over the
         catalogue (logits, softmax, gradient); ``length`` is the history length L."""
-        tower = (self.n_items - 1) * len(SLOTS) * self.n_layers * (12 * self.hidden_size + 3 * self.inner_size)
+        per_token = transformer_token_elements(self.hidden_size, self.inner_size)
+        tower = (self.n_items - 1) * len(SLOTS) * self.n_layers * per_token
         masked = batch * (self.mask_ratio * length + 1)
         return int(tower + 3 * masked * (self.n_items - 1))
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import xavier_normal_, xavier_uniform_
 
+from recbole_mm.memory import transformer_token_elements
 from recbole_mm.model.distributed import gather_rows
 from recbole_mm.model.multimodal_sequential import MultiModalSequentialRecommender
 
@@ -416,7 +417,8 @@ class PMMRec(MultiModalSequentialRecommender):
         feed-forward 4 d) and the in-batch logits of every position over every item of the batch (logits, softmax,
         gradient); ``length`` is the history length L."""
         items = batch * (length + 1)
-        fusion = items * len(self.modalities) * (12 * self.d + 12 * self.d) if len(self.modalities) > 1 else 0
+        per_token = transformer_token_elements(self.d, 4 * self.d)
+        fusion = items * len(self.modalities) * per_token if len(self.modalities) > 1 else 0
         return fusion + 3 * items * items
 
     def noise(self, item_seq, item_seq_len):
