@@ -1,9 +1,7 @@
 """recbole_mm's Config: property layering, model lookup with RecBole fallback."""
 
-import subprocess
-import sys
-
 import pytest
+from cli_helpers import ROOT, finish, start_fresh
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_mm.config import Config
@@ -57,10 +55,8 @@ def _anomaly_modes_after(*codes: str) -> list:
     """``torch.is_anomaly_enabled()`` after running each of ``codes`` in its own fresh interpreter (RecBole not yet
     imported); the interpreters run at once."""
     scripts = [f"import torch, recbole_mm\n{code}\nprint(torch.is_anomaly_enabled())" for code in codes]
-    runs = [subprocess.Popen([sys.executable, "-c", s], stdout=subprocess.PIPE, text=True) for s in scripts]
-    outs = [run.communicate(timeout=300)[0].strip() for run in runs]
-    assert [run.returncode for run in runs] == [0] * len(runs)
-    return outs
+    runs = [start_fresh(["-c", script], ROOT) for script in scripts]
+    return [finish(run).stdout.strip() for run in runs]
 
 
 def test_model_lookup_keeps_autograd_anomaly_mode_as_it_was():
